@@ -1,0 +1,1 @@
+"""GDTM-layout recordings: reader, synthetic generator, torch Dataset, rosbag2 conversion."""

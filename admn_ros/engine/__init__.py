@@ -1,0 +1,1 @@
+"""Inference backends (eager, compile, tensorrt) and benchmarks."""

@@ -1,0 +1,130 @@
+"""Allocation policies behind one interface: `policy(lowres, budget) -> mask [B, M, D] bool`.
+
+Names: `learned` (a Controller, deterministic top-L), `upper_bound` (all blocks), `naive`
+(L split evenly, earliest blocks first, remainder to the first modalities), `random` (uniform
+over masks with exactly L and block 0 on; seeded), `single:<modality>` (block 0 everywhere,
+the rest of L to one modality).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from admn_ros.core.config import ModelConfig
+from admn_ros.core.controller import Controller, check_budget, forced_slots, top_l_mask
+
+
+class Policy(ABC):
+    """Base: validates inputs and budget, then `allocate(budget [B]) -> bool [B, M, D]`."""
+
+    name = "policy"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+        self.budget_range = (cfg.num_modalities, cfg.total_blocks)
+
+    def batch_size(self, lowres: dict[str, Tensor]) -> int:
+        if not isinstance(lowres, dict) or set(lowres) != set(self.cfg.modalities):
+            got = sorted(lowres) if isinstance(lowres, dict) else type(lowres).__name__
+            raise ValueError(f"lowres: expected keys {self.cfg.modalities}, got {got}")
+        return lowres[self.cfg.modalities[0]].shape[0]
+
+    def __call__(self, lowres: dict[str, Tensor], budget: int | Tensor) -> Tensor:
+        batch = self.batch_size(lowres)
+        return self.allocate(lowres, check_budget(budget, batch, *self.budget_range))
+
+    @abstractmethod
+    def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
+        """bool [B, M, D] for a validated budget [B]."""
+
+    def _empty(self, batch: int) -> Tensor:
+        return torch.zeros(batch, self.cfg.num_modalities, self.cfg.depth, dtype=torch.bool)
+
+
+class LearnedPolicy(Policy):
+    name = "learned"
+
+    def __init__(self, cfg: ModelConfig, controller: Controller) -> None:
+        super().__init__(cfg)
+        self.controller = controller
+        self.budget_range = cfg.budget_range
+
+    def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = self.controller(lowres, budget, sample=False)
+        return out.mask.bool()
+
+
+class UpperBoundPolicy(Policy):
+    name = "upper_bound"
+
+    def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
+        return ~self._empty(len(budget))
+
+
+class NaivePolicy(Policy):
+    name = "naive"
+
+    def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
+        m = self.cfg.num_modalities
+        mask = self._empty(len(budget))
+        for i, total in enumerate(budget.tolist()):
+            for j in range(m):
+                mask[i, j, : total // m + (j < total % m)] = True
+        return mask
+
+
+class RandomPolicy(Policy):
+    name = "random"
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0) -> None:
+        super().__init__(cfg)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.forced = forced_slots(cfg.num_modalities, cfg.depth)
+
+    def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
+        scores = torch.rand(len(budget), self.cfg.total_blocks, generator=self.generator)
+        mask = top_l_mask(scores, budget, self.forced)  # uniform random subset of the free slots
+        return mask.bool().view(len(budget), self.cfg.num_modalities, self.cfg.depth)
+
+
+class SinglePolicy(Policy):
+    def __init__(self, cfg: ModelConfig, modality: str) -> None:
+        super().__init__(cfg)
+        if modality not in cfg.modalities:
+            raise ValueError(f"single:<modality>: expected one of {cfg.modalities}, "
+                             f"got {modality!r}")
+        self.index = cfg.modalities.index(modality)
+        self.name = f"single:{modality}"
+        m, d = cfg.num_modalities, cfg.depth
+        self.budget_range = (m, m + d - 1)  # block 0 of the others + all blocks of this one
+
+    def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
+        mask = self._empty(len(budget))
+        mask[:, :, 0] = True
+        for i, total in enumerate(budget.tolist()):
+            mask[i, self.index, : 1 + total - self.cfg.num_modalities] = True
+        return mask
+
+
+POLICY_NAMES = ("learned", "upper_bound", "naive", "random", "single:<modality>")
+
+
+def make_policy(name: str, model_cfg: ModelConfig, controller: Controller | None = None,
+                seed: int = 0) -> Policy:
+    if name == "learned":
+        if controller is None:
+            raise ValueError("policy 'learned': expected a Controller, got None")
+        return LearnedPolicy(model_cfg, controller)
+    if name == "upper_bound":
+        return UpperBoundPolicy(model_cfg)
+    if name == "naive":
+        return NaivePolicy(model_cfg)
+    if name == "random":
+        return RandomPolicy(model_cfg, seed)
+    if name.startswith("single:"):
+        return SinglePolicy(model_cfg, name.split(":", 1)[1])
+    raise ValueError(f"policy: expected one of {list(POLICY_NAMES)}, got {name!r}")

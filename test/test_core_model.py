@@ -1,0 +1,166 @@
+"""ADMN main network: real block skipping, blend mode, input validation, Gaussian loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_core_helpers import rand_inputs, tiny_cfg
+
+from admn_ros.core.model import ADMN, downsample
+
+
+@pytest.fixture(scope="module")
+def model() -> ADMN:
+    torch.manual_seed(0)
+    return ADMN(tiny_cfg()).eval()
+
+
+def count_block_calls(model: ADMN) -> tuple[dict, list]:
+    calls: dict[tuple[str, int], int] = {}
+    handles = []
+    for m, vit in model.backbones.items():
+        for i, blk in enumerate(vit.blocks):
+            def hook(_mod, _inp, _out, key=(m, i)):
+                calls[key] = calls.get(key, 0) + 1
+            handles.append(blk.register_forward_hook(hook))
+    return calls, handles
+
+
+def test_forward_shapes(model: ADMN) -> None:
+    x = rand_inputs(model.cfg)
+    pred = model(x)
+    assert pred.mean.shape == (2, 2) and pred.scale_tril.shape == (2, 2, 2)
+    a = model.cfg.fusion.arena
+    assert bool((pred.mean[:, 0] >= a.x_min).all() and (pred.mean[:, 0] <= a.x_max).all())
+    assert bool((pred.covariance.diagonal(dim1=-2, dim2=-1) > 0).all())
+
+
+def test_hook_counted_blocks_equal_mask(model: ADMN) -> None:
+    cfg = model.cfg
+    active = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    calls, handles = count_block_calls(model)
+    try:
+        model(rand_inputs(cfg), active)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, m in enumerate(cfg.modalities):
+        for j in range(cfg.depth):
+            assert calls.get((m, j), 0) == int(active[i, j]), (m, j)
+
+
+def test_per_sample_bool_mask_skips_and_matches_single(model: ADMN) -> None:
+    cfg = model.cfg
+    x = rand_inputs(cfg, batch=3)
+    active = torch.ones(3, 3, 4, dtype=torch.bool)
+    active[0, :, 2:] = False
+    active[2, 1, 1:] = False
+    calls, handles = count_block_calls(model)
+    try:
+        with torch.no_grad():
+            grouped = model(x, active)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls[("rgb", 3)] == 1  # samples 1 and 2 share the rgb mask: one call
+    with torch.no_grad():
+        for b in range(3):
+            single = model({m: v[b:b + 1] for m, v in x.items()}, active[b])
+            torch.testing.assert_close(grouped.mean[b], single.mean[0], atol=1e-4, rtol=1e-4)
+
+
+def test_blend_with_binary_mask_equals_skip(model: ADMN) -> None:
+    x = rand_inputs(model.cfg)
+    active = torch.tensor([[1, 1, 0, 1], [1, 0, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        skip = model(x, active)
+        blend = model(x, active.float().expand(2, -1, -1))
+        blend_bool = model(x, active.expand(2, -1, -1), blend=True)
+    torch.testing.assert_close(skip.mean, blend.mean, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(skip.scale_tril, blend.scale_tril, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(skip.mean, blend_bool.mean, atol=1e-4, rtol=1e-4)
+
+
+def test_blend_gradients_reach_mask(model: ADMN) -> None:
+    x = rand_inputs(model.cfg)
+    m = torch.ones(2, 3, 4, requires_grad=True)
+    pred = model(x, m)
+    model.loss(pred, torch.zeros(2, 2)).backward()
+    assert m.grad is not None and bool(m.grad[:, :, 1:].abs().sum() > 0)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda x: x.update(rgb=x["rgb"][:, :, :1]), "expected \\[B, 3, 3, 16, 16\\]"),
+        (lambda x: x.update(depth=torch.rand(2, 3, 1, 12, 12)), "expected \\[B, 3, 1, 16, 16\\]"),
+        (lambda x: x.update(radar=(x["radar"] * 255).to(torch.uint8)), "float"),
+        (lambda x: x["rgb"].__setitem__((0, 0, 0, 0, 0), float("nan")), "NaN"),
+        (lambda x: x.pop("radar"), "expected keys"),
+        (lambda x: x.update(depth=torch.rand(3, 3, 1, 16, 16)), "batch size"),
+    ],
+)
+def test_bad_inputs(model: ADMN, mutate, match) -> None:
+    x = rand_inputs(model.cfg)
+    mutate(x)
+    with pytest.raises(ValueError, match=match):
+        model(x)
+
+
+@pytest.mark.parametrize(
+    ("active", "match"),
+    [
+        (torch.ones(3, 5, dtype=torch.bool), "expected \\[3, 4\\]"),
+        (torch.ones(12, dtype=torch.bool), "expected \\[3, 4\\]"),
+        (torch.tensor([[0, 1, 1, 1]] + [[1, 1, 1, 1]] * 2, dtype=torch.bool), "block 0"),
+        (torch.ones(3, 4), "dtype bool"),
+        (torch.ones(5, 3, 4, dtype=torch.bool), "batch size"),
+    ],
+)
+def test_bad_masks(model: ADMN, active, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        model(rand_inputs(model.cfg), active)
+
+
+def test_encode_one_backbone(model: ADMN) -> None:
+    x = torch.rand(4, 1, 16, 16)
+    act = torch.tensor([True, False, True, False])
+    assert model.encode("depth", x, act).shape == (4, 32)
+    with pytest.raises(ValueError, match="block 0"):
+        model.encode("depth", x, ~act)
+    with pytest.raises(ValueError, match="expected one of"):
+        model.encode("audio", x, act)
+
+
+def test_downsample_shapes() -> None:
+    cfg = tiny_cfg()
+    low = downsample(rand_inputs(cfg), 8)
+    assert all(v.shape[-2:] == (8, 8) for v in low.values())
+
+
+def test_gaussian_nll_finite_and_decreasing() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = ADMN(cfg)
+    x = rand_inputs(cfg, batch=4)
+    target = torch.tensor([[50.0, -30.0], [-120.0, 80.0], [10.0, 10.0], [150.0, 150.0]])
+    opt = torch.optim.Adam(list(model.fusion.parameters()) + list(model.head.parameters()),
+                           lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = model.loss(model(x), target)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_seeded_determinism() -> None:
+    torch.manual_seed(3)
+    a = ADMN(tiny_cfg())
+    torch.manual_seed(3)
+    b = ADMN(tiny_cfg())
+    x = rand_inputs(a.cfg)
+    torch.testing.assert_close(a(x).mean, b(x).mean)

@@ -1,0 +1,68 @@
+"""Allocation policies: one interface, exact budgets, documented allocations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_core_helpers import rand_inputs, tiny_cfg
+
+from admn_ros.core.controller import Controller
+from admn_ros.core.policies import make_policy
+
+CFG = tiny_cfg()
+LOW = rand_inputs(CFG, batch=2, size=8)
+
+
+@pytest.mark.parametrize("name", ["learned", "naive", "random", "single:rgb", "single:radar"])
+def test_policies_exact_budget(name: str) -> None:
+    pol = make_policy(name, CFG, controller=Controller(CFG), seed=1)
+    hi = CFG.total_blocks if not name.startswith("single") else CFG.num_modalities + 3
+    for budget in range(3, hi + 1):
+        mask = pol(LOW, budget)
+        assert mask.dtype == torch.bool and mask.shape == (2, 3, 4)
+        assert mask.sum((1, 2)).tolist() == [budget, budget]
+        assert bool(mask[:, :, 0].all())
+
+
+def test_upper_bound_all_blocks() -> None:
+    assert bool(make_policy("upper_bound", CFG)(LOW, 5).all())
+
+
+def test_naive_split() -> None:
+    mask = make_policy("naive", CFG)(LOW, 8)[0]
+    assert mask.sum(1).tolist() == [3, 3, 2]
+    assert mask[0].tolist() == [True, True, True, False]
+
+
+def test_single_allocation_and_limit() -> None:
+    pol = make_policy("single:depth", CFG)
+    mask = pol(LOW, 5)[0]
+    assert mask.sum(1).tolist() == [1, 3, 1]
+    with pytest.raises(ValueError, match="L <= 6"):
+        pol(LOW, 7)
+
+
+def test_random_seeded_and_uniform() -> None:
+    a = make_policy("random", CFG, seed=4)(rand_inputs(CFG, batch=200, size=8), 6)
+    b = make_policy("random", CFG, seed=4)(rand_inputs(CFG, batch=200, size=8), 6)
+    assert torch.equal(a, b)
+    # each of the 9 free slots is on with probability 3/9
+    rates = a[:, :, 1:].float().mean(0)
+    assert bool(((rates - 3 / 9).abs() < 0.12).all())
+
+
+def test_per_sample_budget() -> None:
+    mask = make_policy("naive", CFG)(LOW, torch.tensor([3, 12]))
+    assert mask.sum((1, 2)).tolist() == [3, 12]
+
+
+@pytest.mark.parametrize("name", ["bogus", "single:audio", "learned"])
+def test_bad_policy_names(name: str) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        make_policy(name, CFG)
+
+
+@pytest.mark.parametrize("budget", [2, 13])
+def test_bad_budget(budget: int) -> None:
+    with pytest.raises(ValueError, match="3 <= L <= 12"):
+        make_policy("naive", CFG)(LOW, budget)

@@ -1,0 +1,201 @@
+"""One-file checkpoints (weights + model config + version) and MAE/timm backbone loading.
+
+File layout (`torch.save` dict): `{"format": "admn_ros/1", "kind": "admn" | "controller",
+"model_config": dict, "state_dict": dict, "meta": dict}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from admn_ros.core.config import ModelConfig, config_diff, load_model_config, to_dict
+from admn_ros.core.controller import Controller
+from admn_ros.core.model import ADMN
+from admn_ros.core.vit import VisionTransformer
+
+FORMAT = "admn_ros/1"
+KINDS: dict[str, type[nn.Module]] = {"admn": ADMN, "controller": Controller}
+# wrappers that training scripts put in front of encoder keys
+KEY_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
+# keys of MAE decoders / timm classifier heads that a backbone does not have
+IGNORED_KEY_PREFIXES = ("decoder", "mask_token", "head", "fc_norm")
+# entries under which checkpoints commonly nest the weights (MAE: "model", others "state_dict")
+NESTED_STATE_KEYS = ("model", "state_dict", "module")
+
+
+@dataclass
+class Checkpoint:
+    kind: str
+    model_config: ModelConfig
+    module: nn.Module
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _kind_of(module: nn.Module) -> str:
+    for kind, cls in KINDS.items():
+        if isinstance(module, cls):
+            return kind
+    raise ValueError(f"save_checkpoint: expected an ADMN or a Controller, got "
+                     f"{type(module).__name__}")
+
+
+def save_checkpoint(path: str | Path, module: ADMN | Controller,
+                    meta: Mapping[str, Any] | None = None) -> None:
+    """Write weights, the module's ModelConfig and `meta` (epoch, metrics, ...) to one file."""
+    payload = {
+        "format": FORMAT,
+        "kind": _kind_of(module),
+        "model_config": to_dict(module.cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict after checking its format."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: expected an admn_ros checkpoint (format {FORMAT!r}), "
+                         f"got {got!r}")
+    if data.get("kind") not in KINDS:
+        raise ValueError(f"{path}: expected kind in {list(KINDS)}, got {data.get('kind')!r}")
+    return data
+
+
+def load_checkpoint(path: str | Path, into: nn.Module | None = None,
+                    kind: str | None = None) -> Checkpoint:
+    """Load a checkpoint. With `into`, its config must equal the file's (ValueError naming the
+    differing fields) and weights are loaded into it; otherwise a module is built from the file.
+    `kind` ("admn" | "controller") checks what the file holds."""
+    data = read_checkpoint(path)
+    if kind is not None and data["kind"] != kind:
+        raise ValueError(f"{path}: expected a {kind!r} checkpoint, got {data['kind']!r}")
+    cfg = load_model_config(data["model_config"])
+    if into is None:
+        into = KINDS[data["kind"]](cfg)
+    else:
+        if _kind_of(into) != data["kind"]:
+            raise ValueError(f"{path}: expected a {_kind_of(into)!r} checkpoint, "
+                             f"got {data['kind']!r}")
+        diff = config_diff(into.cfg, cfg)
+        if diff:
+            raise ValueError(f"{path}: model config differs from the module's in {diff}")
+    into.load_state_dict(data["state_dict"])
+    return Checkpoint(data["kind"], cfg, into, data.get("meta", {}))
+
+
+# --------------------------------------------------------------------------------------------
+# MAE / timm backbone weights
+# --------------------------------------------------------------------------------------------
+def _unwrap(state: Mapping[str, Any]) -> Mapping[str, Tensor]:
+    for key in NESTED_STATE_KEYS:
+        if key in state and isinstance(state[key], Mapping):
+            return state[key]
+    return state
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in KEY_PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def _extra_block(key: str, depth: int) -> bool:
+    """`blocks.N.*` with N >= depth: a deeper source model (its extra blocks are dropped)."""
+    parts = key.split(".")
+    return len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() and int(parts[1]) >= depth
+
+
+def adapt_patch_embed(weight: Tensor, in_chans: int) -> Tensor:
+    """[E, C_src, p, p] -> [E, in_chans, p, p]: channel mean, repeated (scaled to keep the
+    response to a uniform input), e.g. RGB -> 1-channel depth."""
+    if weight.shape[1] == in_chans:
+        return weight
+    mean = weight.mean(1, keepdim=True) * weight.shape[1] / in_chans
+    return mean.repeat(1, in_chans, 1, 1)
+
+
+def resize_pos_embed(pos: Tensor, grid: int) -> Tensor:
+    """[1, 1 + g*g, E] -> [1, 1 + grid*grid, E]: bicubic on the patch grid, CLS kept."""
+    cls, patches = pos[:, :1], pos[:, 1:]
+    old = round(patches.shape[1] ** 0.5)
+    if old * old != patches.shape[1]:
+        raise ValueError(f"pos_embed: expected 1 + a square number of tokens, "
+                         f"got {pos.shape[1]}")
+    if old == grid:
+        return pos
+    patches = patches.reshape(1, old, old, -1).permute(0, 3, 1, 2)  # [1, E, g, g]
+    patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic",
+                            align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos.dtype)
+    return torch.cat([cls, patches], 1)
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str]
+    ignored: list[str]  # decoder / head keys and extra blocks of a deeper source
+    adapted: list[str]  # keys changed by channel adaptation or position-embedding resize
+
+
+def load_pretrained_backbone(backbone: VisionTransformer,
+                             source: str | Path | Mapping[str, Any]) -> LoadReport:
+    """Load MAE (models_mae) or timm ViT weights into `backbone` by name.
+
+    Accepts a file path or a state dict (optionally nested under "model"/"state_dict").
+    Strips `module.`/`model.`/`encoder.`/`backbone.` prefixes, ignores decoder/head keys and
+    blocks beyond the backbone's depth, adapts patch-embedding input channels and resizes
+    position embeddings. Missing keys or other shape mismatches -> ValueError naming them.
+    """
+    if isinstance(source, str | Path):
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    state = {_strip(k): v for k, v in _unwrap(source).items() if isinstance(v, Tensor)}
+    own = backbone.state_dict()
+    out: dict[str, Tensor] = {}
+    ignored, adapted, mismatched = [], [], []
+    for key, value in state.items():
+        if key not in own:
+            ignored.append(key)
+            continue
+        want = own[key].shape
+        if key == "patch_embed.proj.weight" and value.shape[1] != want[1]:
+            value = adapt_patch_embed(value, want[1])
+            adapted.append(key)
+        elif key == "pos_embed" and value.shape != want:
+            value = resize_pos_embed(value, backbone.patch_embed.grid_size)
+            adapted.append(key)
+        if value.shape != want:
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(want)}")
+            continue
+        out[key] = value
+    missing = sorted(set(own) - set(state))
+    if mismatched or missing:
+        parts = []
+        if mismatched:
+            parts.append("shape mismatch: " + "; ".join(mismatched))
+        if missing:
+            parts.append(f"missing keys: {missing}")
+        raise ValueError("load_pretrained_backbone: " + " | ".join(parts))
+    unexpected = [k for k in ignored
+                  if not k.startswith(IGNORED_KEY_PREFIXES) and not _extra_block(k, backbone.depth)]
+    if unexpected:
+        raise ValueError(f"load_pretrained_backbone: unexpected keys {sorted(unexpected)}")
+    backbone.load_state_dict(out)
+    return LoadReport(sorted(out), sorted(ignored), adapted)

@@ -1,0 +1,76 @@
+"""Strict configs: presets load, unknown keys / wrong types name the key path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from admn_ros.core.config import ModelConfig, config_diff, from_dict, load_model_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["vitb16", "demo"])
+def test_presets_load(name: str) -> None:
+    cfg = load_model_config(ROOT / "config" / "model" / f"{name}.yaml")
+    assert cfg.modalities == ["rgb", "depth", "radar"] and cfg.num_nodes == 3
+    assert load_model_config(to_dict(cfg)) == cfg
+
+
+def test_paper_and_demo_numbers() -> None:
+    b = load_model_config(ROOT / "config/model/vitb16.yaml")
+    assert (b.backbone.img_size, b.backbone.patch_size, b.backbone.embed_dim) == (224, 16, 768)
+    assert (b.backbone.depth, b.backbone.num_heads, b.controller.img_size) == (12, 12, 100)
+    assert load_model_config(ROOT / "config/model/demo.yaml").total_blocks == 24
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"backbone": {"depht": 3}}, "backbone.depht"),
+        ({"backbone": {"depth": "12"}}, "backbone.depth: expected int"),
+        ({"backbone": {"depth": 12.0}}, "backbone.depth: expected int"),
+        ({"controller": {"noise_head": 1}}, "controller.noise_head: expected bool"),
+        ({"fusion": {"arena": {"x_min": "a"}}}, "fusion.arena.x_min"),
+        ({"in_chans": {"rgb": 3, "depth": 1, "radar": "1"}}, "in_chans.radar"),
+        ({"layerdrop": {"mode": "mask"}}, "layerdrop.mode"),
+        ({"extra": 1}, "unknown config key"),
+        ({"backbone": {"img_size": 20, "patch_size": 8}}, "multiple of patch_size"),
+        ({"controller": {"budget_min": 2}}, "budget_min"),
+        ({"in_chans": {"rgb": 3}}, "in_chans"),
+    ],
+)
+def test_strict_errors(data: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_model_config(data)
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    steps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Outer:
+    name: str
+    inner: Inner = field(default_factory=Inner)
+    opt: dict[str, float] | None = None
+
+
+def test_generic_helper_for_other_configs() -> None:
+    out = from_dict(Outer, {"name": "x", "inner": {"lr": 1, "steps": [1, 2]}})
+    assert out.inner.lr == 1.0 and isinstance(out.inner.lr, float)
+    with pytest.raises(ValueError, match=r"inner.steps\[1\]"):
+        from_dict(Outer, {"name": "x", "inner": {"steps": [1, "b"]}})
+    with pytest.raises(ValueError, match="name"):
+        from_dict(Outer, {})
+
+
+def test_config_diff() -> None:
+    a, b = ModelConfig(), ModelConfig()
+    b.backbone.depth = 6
+    b.controller.dim = 64
+    assert config_diff(a, b) == ["backbone.depth", "controller.dim"]

@@ -1,0 +1,40 @@
+"""LayerDrop mask statistics (Monte-Carlo), ramp, block 0 always kept."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from admn_ros.core.layerdrop import LayerDrop
+
+
+def test_statistics_match_rate_and_full_drop() -> None:
+    ld = LayerDrop(3, 8, rate=0.2, full_drop_prob=0.1)
+    masks = ld.sample(batch_size=20000, generator=torch.Generator().manual_seed(0))
+    assert masks.shape == (20000, 3, 8) and masks.dtype == torch.bool
+    assert bool(masks[..., 0].all())
+    only_block0 = (masks[..., 1:].sum(-1) == 0).float().mean().item()
+    # only block 0: full drop (0.1) or all 7 dropped by the rate (0.9 * 0.2^7)
+    assert abs(only_block0 - (0.1 + 0.9 * 0.2**7)) < 0.01
+    keep = masks[..., 1:].float().mean().item()
+    assert abs(keep - 0.9 * 0.8) < 0.01
+
+
+def test_batch_mask_shared_and_seeded() -> None:
+    ld = LayerDrop(3, 4)
+    a = ld.sample(epoch=5, generator=torch.Generator().manual_seed(1))
+    b = ld.sample(epoch=5, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (3, 4) and torch.equal(a, b)
+
+
+def test_linear_ramp() -> None:
+    ld = LayerDrop(3, 4, rate=0.2, ramp_epochs=10)
+    assert ld.rate_at(0) == 0.0 and ld.rate_at(5) == pytest.approx(0.1) and ld.rate_at(20) == 0.2
+    ld0 = LayerDrop(3, 4, rate=0.2, ramp_epochs=10, full_drop_prob=0.0)
+    assert bool(ld0.sample(epoch=0, batch_size=100).all())
+
+
+@pytest.mark.parametrize("kwargs", [{"rate": 1.0}, {"full_drop_prob": -0.1}, {"ramp_epochs": -1}])
+def test_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        LayerDrop(3, 4, **kwargs)

@@ -239,9 +239,33 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class BagConfig:
+    """Topic and frame names of the rosbag2 form of a recording ({node} is substituted)."""
+
+    topics: dict[str, str] = field(default_factory=lambda: {
+        "rgb": "/{node}/camera/color/image_raw",
+        "depth": "/{node}/camera/depth/image_raw",
+        "radar": "/{node}/radar/range_doppler",
+        "radar_azimuth": "/{node}/radar/range_azimuth",
+    })
+    mocap_topic: str = "/mocap/car/pose"
+    tf_static_topic: str = "/tf_static"
+    world_frame: str = "world"
+    frames: dict[str, str] = field(default_factory=lambda: {
+        "rgb": "{node}_color_optical_frame",
+        "depth": "{node}_depth_optical_frame",
+        "radar": "{node}_radar",
+        "radar_azimuth": "{node}_radar",
+    })
+    rgb_encoding: str = "rgb8"
+    jpeg_quality: int = 95
+
+
+@dataclass(frozen=True)
 class DataConfig:
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    bag: BagConfig = field(default_factory=BagConfig)
     splits: dict[str, tuple[float, ...]] = field(
         default_factory=lambda: {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
     )

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from admn_ros.core.config import ModelConfig
 from admn_ros.core.fusion import Fusion, GaussianHead, GaussianPrediction, gaussian_loss
-from admn_ros.core.vit import TOKEN_INIT_STD, VisionTransformer
+from admn_ros.core.vit import BLOCK0_ON_TOL, TOKEN_INIT_STD, VisionTransformer
 
 __all__ = ["ADMN", "GaussianPrediction", "check_inputs", "downsample"]
 
@@ -84,7 +84,7 @@ class ADMN(nn.Module):
             raise ValueError(f"active: expected [{m}, {d}] or [B, {m}, {d}], got {got}")
         if active.dim() == 2 and active.dtype != torch.bool:
             raise ValueError(f"active [{m}, {d}]: expected dtype bool, got {active.dtype}")
-        if not bool((active[..., 0] == 1).all()):
+        if not bool(((active[..., 0].float() - 1).abs() < BLOCK0_ON_TOL).all()):
             raise ValueError("active: expected block 0 of every modality active, got inactive")
 
     # ---------------------------------------------------------------- forward

@@ -13,6 +13,9 @@ from torch import Tensor, nn
 
 # std of the truncated-normal init of cls_token / pos_embed (timm and MAE use 0.02)
 TOKEN_INIT_STD = 0.02
+# a blend-mode weight counts as "on" within this tolerance (straight-through masks are
+# y + (1 - y) in floating point, which may miss 1 by an ulp)
+BLOCK0_ON_TOL = 1e-3
 
 
 class PatchEmbed(nn.Module):
@@ -154,7 +157,7 @@ class VisionTransformer(nn.Module):
         elif active.dim() == 2:
             if active.shape != (n, d):
                 raise ValueError(f"active: expected [{n}, {d}], got {tuple(active.shape)}")
-            if not bool((active[:, 0] == 1).all()):
+            if not bool(((active[:, 0].float() - 1).abs() < BLOCK0_ON_TOL).all()):
                 raise ValueError("active: expected block 0 active (1) for every sample")
         else:
             raise ValueError(f"active: expected [{d}] or [{n}, {d}], got {tuple(active.shape)}")
@@ -177,7 +180,7 @@ class VisionTransformer(nn.Module):
             for i in active.nonzero().flatten().tolist():  # real skipping
                 x = self.blocks[i](x)
         else:
-            m = active.to(x.dtype)[:, :, None, None]  # [N, D, 1, 1]
+            m = active.to(x.device, x.dtype)[:, :, None, None]  # [N, D, 1, 1]
             for i, blk in enumerate(self.blocks):
                 x = m[:, i] * blk(x) + (1 - m[:, i]) * x
         return self.norm(x[:, 0])  # [N, E] CLS

@@ -60,3 +60,14 @@ def test_batched_mask_and_monotone() -> None:
     assert cm.cost(half) == pytest.approx(float(per.mean()))
     with pytest.raises(ValueError, match="expected \\[3, 4\\]"):
         cm.cost(torch.ones(3, 5, dtype=torch.bool))
+
+
+def test_vitb16_matches_published_gmacs() -> None:
+    from pathlib import Path
+
+    from admn_ros.core.config import load_model_config
+
+    root = Path(__file__).resolve().parents[1]
+    cm = CostModel(load_model_config(root / "config/model/vitb16.yaml"))
+    gmacs = (12 * cm.backbone_block_flops("rgb") + cm.backbone_stem_flops("rgb")) / 2e9
+    assert gmacs == pytest.approx(17.6, rel=0.01)  # timm vit_base_patch16_224: 17.6 GMACs

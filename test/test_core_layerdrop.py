@@ -38,3 +38,17 @@ def test_linear_ramp() -> None:
 def test_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="expected"):
         LayerDrop(3, 4, **kwargs)
+
+
+def test_masks_drive_the_model_in_both_modes() -> None:
+    from test_core_helpers import rand_inputs, tiny_cfg
+
+    from admn_ros.core.model import ADMN
+
+    cfg = tiny_cfg()
+    model, ld = ADMN(cfg), LayerDrop.from_config(cfg)
+    x = rand_inputs(cfg)
+    g = torch.Generator().manual_seed(0)
+    skip = model(x, ld.sample(epoch=1, generator=g))  # [M, D] bool: real skipping
+    blend = model(x, ld.sample(epoch=1, batch_size=2, generator=g).float())  # [B, M, D]
+    assert skip.mean.shape == blend.mean.shape == (2, 2)

@@ -1,0 +1,305 @@
+"""The inference engine: one interface for every backend.
+
+`Engine` (the eager backend) runs the model as a chain of parts (see `parts.py`): per modality
+a stem, the active blocks and a head, then fusion; the controller is one more part. Subclasses
+only change how a part is turned into something callable (`_build_part`): torch.compile,
+TensorRT engines, ...
+
+Batch > 1 is sub-batched by allocation: block (m, i) runs once, on exactly the samples whose
+mask has it on (gather, run, scatter). Samples never see each other, so the result equals
+running every sample alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from admn_ros.core.controller import Controller, check_budget, forced_slots, gumbel_top_l
+from admn_ros.core.model import ADMN, GaussianPrediction, downsample
+from admn_ros.core.policies import make_policy
+from admn_ros.engine.parts import ControllerPart, FusionPart, HeadPart, StemPart
+from admn_ros.engine.timing import now_ms
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+# Policy used by `allocate` / `step` when the engine has no learned controller.
+FALLBACK_POLICY = "naive"
+
+
+class EngineOutOfMemoryError(RuntimeError):
+    """The device ran out of memory; the message names the batch and the input shapes."""
+
+
+@dataclass
+class StepResult:
+    """Output of `Engine.step`: the prediction (fp32), the allocation, the controller's noise
+    estimate and the wall-clock time of each part in milliseconds (device-synchronised)."""
+
+    prediction: GaussianPrediction
+    mask: Tensor  # [B, M, D] bool, CPU
+    noise: Tensor | None  # [B, M] fp32 (None without a noise head / learned controller)
+    timings: dict[str, float] = field(default_factory=dict)  # controller/backbone/fusion/step_ms
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: expected an available device, got {device!r} "
+                             "(CUDA is not available here; use 'cpu')")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise ValueError(f"device: expected 'cpu' or 'cuda[:N]', got {device!r}")
+    return dev
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16': expected a CUDA device (CPU fp16 kernels are slow "
+                         f"or missing), got {device}; use 'fp32' or 'bf16'")
+    return PRECISIONS[precision]
+
+
+class Engine:
+    """Eager backend, and the base every backend shares.
+
+    Args:
+        model: an ADMN; it is moved to `device`/`precision` in place and put in eval mode.
+        controller: a trained Controller, or None (allocation by the `naive` policy).
+        device: "cpu" or "cuda[:N]".
+        precision: "fp32", "fp16" (CUDA only) or "bf16". Outputs are always fp32.
+        num_threads: if set, `torch.set_num_threads` (process-wide) for CPU inference.
+        check_finite: also reject NaN/inf inputs (one cheap pass over the inputs).
+    """
+
+    name = "eager"
+
+    def __init__(self, model: ADMN, controller: Controller | None = None,
+                 device: str | torch.device = "cpu", precision: str = "fp32",
+                 num_threads: int | None = None, check_finite: bool = True) -> None:
+        if not isinstance(model, ADMN):
+            raise ValueError(f"model: expected an ADMN, got {type(model).__name__}")
+        if controller is not None and not isinstance(controller, Controller):
+            raise ValueError(f"controller: expected a Controller or None, "
+                             f"got {type(controller).__name__}")
+        if controller is not None and controller.cfg.modalities != model.cfg.modalities:
+            raise ValueError(f"controller: expected modalities {model.cfg.modalities}, "
+                             f"got {controller.cfg.modalities}")
+        self.device = parse_device(device)
+        self.precision = precision
+        self.dtype = check_precision(precision, self.device)
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads: expected >= 1, got {num_threads}")
+            torch.set_num_threads(num_threads)
+        self.check_finite = check_finite
+        self.cfg = model.cfg
+        self.modalities = list(self.cfg.modalities)
+        self.num_nodes, self.depth = self.cfg.num_nodes, self.cfg.depth
+        self.img_size = self.cfg.backbone.img_size
+        self.model = self._prepare_module(model)
+        self.controller = None if controller is None else self._prepare_module(controller)
+        self.policy = None if controller is not None else make_policy(FALLBACK_POLICY, self.cfg)
+        self.budget_range = (self.cfg.budget_range if controller is not None
+                             else (self.cfg.num_modalities, self.cfg.total_blocks))
+        self._forced = forced_slots(self.cfg.num_modalities, self.depth, self.device)
+        self.startup_s: float | None = None
+        self._t_created = time.perf_counter()
+        # --- parts, each turned callable by the backend ---
+        self.stems: dict[str, Callable] = {}
+        self.blocks: dict[str, list[Callable]] = {}
+        self.heads: dict[str, Callable] = {}
+        for m in self.modalities:
+            vit = self.model.backbones[m]
+            self.stems[m] = self._build_part(f"stem.{m}", StemPart(vit))
+            self.blocks[m] = [self._build_part(f"block.{m}.{i}", blk)
+                              for i, blk in enumerate(vit.blocks)]
+            self.heads[m] = self._build_part(f"head.{m}", HeadPart(vit))
+        self.fusion = self._build_part("fusion", FusionPart(self.model))
+        self.controller_net = (None if self.controller is None else
+                               self._build_part("controller", ControllerPart(self.controller)))
+
+    # ---------------------------------------------------------------- backend hooks
+    def _prepare_module(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device, self.dtype).eval()
+        module.requires_grad_(False)
+        return module
+
+    def _build_part(self, name: str, module: nn.Module) -> Callable:
+        """Backend hook: a callable equivalent to `module` (eager: the module itself)."""
+        return module
+
+    def _begin_run(self) -> None:
+        """Backend hook called once before each run (e.g. CUDA-graph step marking)."""
+
+    # ---------------------------------------------------------------- validation
+    def check_inputs(self, inputs: dict[str, Tensor], img_size: int | None = None) -> int:
+        """Validate `{modality: [B, S, C, s, s] float32}` on the engine's device; return B."""
+        size = self.img_size if img_size is None else img_size
+        if not isinstance(inputs, dict) or set(inputs) != set(self.modalities):
+            got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(f"inputs: expected keys {self.modalities}, got {got}")
+        batch = None
+        for m in self.modalities:
+            x, c = inputs[m], self.cfg.in_chans[m]
+            want = f"[B, {self.num_nodes}, {c}, {size}, {size}]"
+            if not isinstance(x, Tensor) or x.dim() != 5 \
+                    or tuple(x.shape[1:]) != (self.num_nodes, c, size, size):
+                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ValueError(f"inputs[{m!r}]: expected {want}, got {got}")
+            if x.dtype not in (torch.float32, self.dtype):
+                raise ValueError(f"inputs[{m!r}]: expected dtype float32 in [0, 1], "
+                                 f"got {x.dtype}")
+            if x.device != self.device:
+                raise ValueError(f"inputs[{m!r}]: expected device {self.device}, got "
+                                 f"{x.device} (move them with engine.to_device(inputs))")
+            if batch is not None and x.shape[0] != batch:
+                raise ValueError(f"inputs[{m!r}]: expected batch size {batch}, got {x.shape[0]}")
+            batch = x.shape[0]
+            if batch == 0:
+                raise ValueError(f"inputs[{m!r}]: expected batch size >= 1, got 0")
+            if self.check_finite and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"inputs[{m!r}]: expected finite values, got NaN or inf")
+        return batch
+
+    def check_active(self, active: Tensor, batch: int) -> Tensor:
+        """Validate a bool mask [M, D] or [B, M, D]; return it as bool [B, M, D] on the CPU."""
+        m, d = self.cfg.num_modalities, self.depth
+        if not isinstance(active, Tensor) or active.dim() not in (2, 3) \
+                or tuple(active.shape[-2:]) != (m, d):
+            got = tuple(active.shape) if isinstance(active, Tensor) else type(active).__name__
+            raise ValueError(f"active: expected bool [{m}, {d}] or [B, {m}, {d}] "
+                             f"(modalities {self.modalities} x {d} blocks), got {got}")
+        if active.dtype != torch.bool:
+            raise ValueError(f"active: expected dtype bool, got {active.dtype}")
+        active = active.to("cpu")
+        if active.dim() == 2:
+            active = active.expand(batch, m, d)
+        elif active.shape[0] != batch:
+            raise ValueError(f"active: expected batch size {batch}, got {active.shape[0]}")
+        if not bool(active[..., 0].all()):
+            raise ValueError("active: expected block 0 of every modality active, got inactive")
+        return active
+
+    def to_device(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Inputs moved to the engine's device (non-blocking from pinned memory)."""
+        return {m: x.to(self.device, non_blocking=True) for m, x in inputs.items()}
+
+    # ---------------------------------------------------------------- parts of a step
+    def _oom(self, exc: BaseException, inputs: dict[str, Tensor]) -> EngineOutOfMemoryError:
+        shapes = {m: tuple(x.shape) for m, x in inputs.items()}
+        b = next(iter(shapes.values()))[0]
+        return EngineOutOfMemoryError(
+            f"out of {self.device} memory in backend {self.name!r} ({self.precision}) with "
+            f"batch {b} and input shapes {shapes}; use a smaller batch or a lower precision")
+
+    def _allocate(self, lowres: dict[str, Tensor], budget: int | Tensor,
+                  batch: int) -> tuple[Tensor, Tensor | None]:
+        if self.controller_net is None:
+            return self.policy(lowres, budget), None
+        b = check_budget(budget, batch, *self.budget_range).to(self.device)
+        logits, noise = self.controller_net(*(lowres[m] for m in self.modalities), b)
+        c = self.cfg.controller
+        hard = gumbel_top_l(logits.float(), b, self._forced, c.gumbel_tau, sample=False)
+        mask = hard.view(batch, self.cfg.num_modalities, self.depth).to("cpu") > 0.5
+        noise = noise.float() if noise.shape[1] else None
+        return mask, noise
+
+    def _encode(self, inputs: dict[str, Tensor], active: Tensor) -> list[Tensor]:
+        """Backbone features [B, S, E] per modality; `active` bool [B, M, D] on the CPU."""
+        feats = []
+        batch, s = active.shape[0], self.num_nodes
+        rows = active.tolist()  # one host-side plan, no per-block device syncs
+        for j, m in enumerate(self.modalities):
+            x = self.stems[m](inputs[m].flatten(0, 1).to(self.dtype))  # [B*S, T, E]
+            for i, block in enumerate(self.blocks[m]):
+                on = [k for k in range(batch) if rows[k][j][i]]
+                if len(on) == batch:
+                    x = block(x)
+                elif on:  # sub-batch: gather the views of the active samples, run, scatter
+                    idx = torch.tensor([k * s + v for k in on for v in range(s)],
+                                       device=self.device)
+                    x = x.index_copy(0, idx, block(x.index_select(0, idx)))
+            feats.append(self.heads[m](x).unflatten(0, (batch, s)))  # [B, S, E]
+        return feats
+
+    def _fuse(self, feats: list[Tensor]) -> GaussianPrediction:
+        mean, tril = self.fusion(*feats)
+        return GaussianPrediction(mean.float(), tril.float())
+
+    # ---------------------------------------------------------------- public API
+    @torch.inference_mode()
+    def allocate(self, lowres: dict[str, Tensor], budget: int | Tensor) -> Tensor:
+        """Controller (or fallback policy) on low-res inputs -> mask bool [B, M, D] (CPU)."""
+        batch = self.check_inputs(lowres, self.cfg.controller.img_size)
+        self._begin_run()
+        lowres = {m: x.to(self.dtype) for m, x in lowres.items()}
+        return self._allocate(lowres, budget, batch)[0]
+
+    @torch.inference_mode()
+    def run(self, inputs: dict[str, Tensor], active: Tensor) -> GaussianPrediction:
+        """Backbones (only active blocks) + fusion -> GaussianPrediction (fp32)."""
+        batch = self.check_inputs(inputs)
+        active = self.check_active(active, batch)
+        self._begin_run()
+        try:
+            return self._fuse(self._encode(inputs, active))
+        except torch.OutOfMemoryError as exc:
+            raise self._oom(exc, inputs) from exc
+
+    @torch.inference_mode()
+    def step(self, inputs: dict[str, Tensor], budget: int | Tensor) -> StepResult:
+        """Downsample -> controller -> backbones -> fusion, with per-part timings (ms)."""
+        batch = self.check_inputs(inputs)
+        self._begin_run()
+        try:
+            t0 = now_ms(self.device)
+            lowres = downsample({m: x.to(self.dtype) for m, x in inputs.items()},
+                                self.cfg.controller.img_size)
+            mask, noise = self._allocate(lowres, budget, batch)
+            t1 = now_ms(self.device)
+            feats = self._encode(inputs, mask)
+            t2 = now_ms(self.device)
+            pred = self._fuse(feats)
+            t3 = now_ms(self.device)
+        except torch.OutOfMemoryError as exc:
+            raise self._oom(exc, inputs) from exc
+        timings = {"controller_ms": t1 - t0, "backbone_ms": t2 - t1, "fusion_ms": t3 - t2,
+                   "step_ms": t3 - t0}
+        return StepResult(pred, mask, noise, timings)
+
+    def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, Tensor]:
+        """Random inputs in [0, 1] of the right shapes on the engine's device."""
+        g = torch.Generator().manual_seed(seed)
+        s, size = self.num_nodes, self.img_size
+        return {m: torch.rand(batch, s, self.cfg.in_chans[m], size, size, generator=g)
+                .to(self.device) for m in self.modalities}
+
+    def warmup(self, batch: int = 1, budgets: list[int] | None = None, repeats: int = 2) -> float:
+        """Run `step` at every budget in `budgets` (default: min and max) so lazy compilation,
+        engine loading and allocator growth happen now; records and returns `startup_s`
+        (seconds from construction to the end of the warm-up)."""
+        lo, hi = self.budget_range
+        inputs = self.example_inputs(batch)
+        for _ in range(repeats):
+            for budget in budgets or sorted({lo, hi}):
+                self.step(inputs, budget)
+        self.startup_s = time.perf_counter() - self._t_created
+        return self.startup_s
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "device": str(self.device), "precision": self.precision}

@@ -1,0 +1,88 @@
+"""torch.compile backend: each part compiled on its own with static shapes; on CUDA with
+CUDA graphs ("reduce-overhead"). Where compilation is unsupported (no C++ compiler on CPU, a
+failing graph), the part falls back to eager with a warning that says why."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from admn_ros.engine.base import Engine
+
+log = logging.getLogger(__name__)
+
+# Dynamo keeps one compiled graph per (code, guards); every block shares Block.forward, and
+# sub-batching adds one shape per distinct sub-batch size, so allow more than the default.
+RECOMPILE_LIMIT = 64
+
+
+def compile_unavailable_reason(device: torch.device) -> str | None:
+    """Why torch.compile cannot work here, or None."""
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    if device.type == "cpu":
+        cxx = os.environ.get("CXX", "g++")
+        if shutil.which(cxx) is None and shutil.which("c++") is None:
+            return f"torch.compile on CPU needs a C++ compiler ({cxx!r} not found on PATH)"
+    return None
+
+
+class _CompiledPart:
+    """Compiled callable that falls back to the eager module if compilation fails."""
+
+    def __init__(self, name: str, module: nn.Module, mode: str | None) -> None:
+        self.name, self.module = name, module
+        self.fn: Callable = torch.compile(module, dynamic=False, fullgraph=True, mode=mode)
+        self.failed = False
+
+    def __call__(self, *args):
+        if self.failed:
+            return self.module(*args)
+        try:
+            return self.fn(*args)
+        except Exception as exc:  # compiler errors come in many types; the part still runs
+            log.warning("torch.compile of part %s failed (%s: %s); running it eagerly",
+                        self.name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            self.failed = True
+            return self.module(*args)
+
+
+class CompileEngine(Engine):
+    """Per-part torch.compile (static shapes), CUDA graphs on GPU."""
+
+    name = "compile"
+
+    def __init__(self, model, controller=None, device: str | torch.device = "cpu",
+                 precision: str = "fp32", num_threads: int | None = None,
+                 check_finite: bool = True) -> None:
+        dev = torch.device(device)
+        self.unavailable = compile_unavailable_reason(dev)
+        if self.unavailable:
+            log.warning("backend 'compile': %s; falling back to eager", self.unavailable)
+        self.mode = "reduce-overhead" if dev.type == "cuda" else None
+        limit = getattr(torch._dynamo.config, "recompile_limit", None)
+        if limit is not None and limit < RECOMPILE_LIMIT:
+            torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+        if getattr(torch._dynamo.config, "cache_size_limit", RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
+            torch._dynamo.config.cache_size_limit = RECOMPILE_LIMIT
+        super().__init__(model, controller, device, precision, num_threads, check_finite)
+
+    def _build_part(self, name: str, module: nn.Module) -> Callable:
+        if self.unavailable:
+            return module
+        return _CompiledPart(name, module, self.mode)
+
+    def _begin_run(self) -> None:
+        if self.mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def describe(self) -> dict[str, str]:
+        d = super().describe()
+        d["mode"] = "eager fallback: " + self.unavailable if self.unavailable else \
+            (self.mode or "default")
+        return d

@@ -1,0 +1,77 @@
+"""The model cut into the pieces a backend compiles one by one (static shapes, tensor in/out).
+
+Every part is an `nn.Module` whose forward takes and returns plain tensors, so torch.compile
+and torch-tensorrt can treat each as one graph. Parts only call into `admn_ros.core`; the
+engine's tests check that chaining them reproduces `ADMN.forward` and `Controller.forward`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from admn_ros.core.controller import Controller
+from admn_ros.core.model import ADMN
+from admn_ros.core.vit import VisionTransformer
+
+
+class StemPart(nn.Module):
+    """Patch embedding + CLS + positions: [N, C, H, W] -> [N, 1 + P, E]."""
+
+    def __init__(self, vit: VisionTransformer) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.vit.embed(x)
+
+
+class HeadPart(nn.Module):
+    """Final norm of the CLS token: [N, 1 + P, E] -> [N, E]."""
+
+    def __init__(self, vit: VisionTransformer) -> None:
+        super().__init__()
+        self.norm = vit.norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x[:, 0])
+
+
+class FusionPart(nn.Module):
+    """Adapters + fusion transformer + Gaussian head: per-modality [B, S, E] ->
+    (mean [B, 2], scale_tril [B, 2, 2])."""
+
+    def __init__(self, model: ADMN) -> None:
+        super().__init__()
+        self.model = model
+        self.modalities = list(model.cfg.modalities)
+
+    def forward(self, *features: Tensor) -> tuple[Tensor, Tensor]:
+        pred = self.model.fuse(dict(zip(self.modalities, features, strict=True)))
+        return pred.mean, pred.scale_tril
+
+
+class ControllerPart(nn.Module):
+    """Controller network without validation or top-L: per-modality low-res [B, S, C, h, w]
+    and budget [B] (long) -> (logits [B, M*D], noise [B, M]; [B, 0] without a noise head).
+    The top-L selection runs outside (data-dependent sort, cheap)."""
+
+    def __init__(self, controller: Controller) -> None:
+        super().__init__()
+        self.controller = controller
+        cfg = controller.cfg
+        self.modalities = list(cfg.modalities)
+        self.tokens = cfg.num_nodes * cfg.num_modalities
+
+    def forward(self, *args: Tensor) -> tuple[Tensor, Tensor]:
+        *lowres, budget = args
+        c = self.controller
+        x = c.embed(dict(zip(self.modalities, lowres, strict=True)), budget)
+        for blk in c.blocks:
+            x = blk(x)
+        x = c.norm(x)
+        logits = c.logit_head(x[:, 0])  # [B, M*D]
+        b, s, m = x.shape[0], self.controller.cfg.num_nodes, len(self.modalities)
+        if c.noise_head is None:
+            return logits, logits.new_zeros(b, 0)
+        noise = c.noise_head(x[:, -self.tokens:]).sigmoid().view(b, s, m).mean(1)  # [B, M]
+        return logits, noise

@@ -1,0 +1,174 @@
+"""Training recipes: one YAML file per recipe, one section per stage (strict loading).
+
+Unknown keys and wrong types raise ValueError naming the key path (core's strict dataclass
+helper). Paths in a recipe are relative to the repository root (the working directory of
+`make train`), or absolute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from admn_ros.core.config import (
+    ModelConfig,
+    NoiseConfig,
+    NoiseKind,
+    from_dict,
+    load_model_config,
+    load_yaml,
+    to_dict,
+)
+
+STAGES = ("mae", "backbone", "controller", "controller-ae")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class GenerateConfig:
+    """How `scripts/train.sh` generates the synthetic recording when `data.root` is absent."""
+
+    frames: int = 3000
+    seed: int = 0
+    scene: str = "default"
+
+
+@dataclass
+class DataSection:
+    root: str = "data/demo"
+    generate: GenerateConfig | None = None
+    cache: bool = True  # decode the split once into an in-memory float16 tensor cache
+    num_workers: int = 0
+    min_samples: int = 8  # a split smaller than this is an error
+
+
+@dataclass
+class StageConfig:
+    """One stage; every stage reads the fields it needs (unused ones keep their defaults)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    grad_clip: float | None = 1.0
+    max_steps_per_epoch: int | None = None  # cap (quick recipes and tests)
+    # --- backbone / mae ---
+    init: str | None = None  # checkpoint to start from (default: the previous stage's output)
+    freeze_blocks: int = 0  # first N blocks (and patch embedding when N > 0) of each backbone
+    layerdrop: bool = True
+    clean_epochs: int = 1  # backbone: epochs without corruption before it switches on
+    corrupt_prob: float = 1.0  # backbone: chance a batch is corrupted once switched on
+    mask_ratio: float = 0.75  # mae
+    decoder_dim: int = 64  # mae
+    decoder_depth: int = 2  # mae
+    # --- controllers ---
+    noise_kinds: list[NoiseKind] = field(default_factory=lambda: ["binary", "discrete",
+                                                                  "continuous"])
+    budgets: list[int] = field(default_factory=list)  # one controller per budget
+    universal: bool = False  # also train one budget-conditioned controller
+    universal_range: list[int] | None = None  # [lo, hi]; None: the budget range of `budgets`
+    noise_weight: dict[str, float] = field(default_factory=dict)  # per modality, default 1
+    warmup_noise_epochs: int = 1  # first epoch(s): noise head (or AE) only
+    recon_weight: float = 1.0  # controller-ae
+
+
+@dataclass
+class EvalSection:
+    budgets: list[int] = field(default_factory=list)  # default: 1/4, 1/3, 1/2, 2/3 of all
+    split: str = "test"
+    batch_size: int = 64
+    max_samples: int | None = None
+    noise_seed: int = 1234
+    random_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "demo"
+    seed: int = 0
+    model: str = "config/model/demo.yaml"
+    out_dir: str = "runs/demo"
+    models_dir: str = "models"  # where exported default weights go
+    results_dir: str = "docs/results"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
+    data: DataSection = field(default_factory=DataSection)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    mae: StageConfig = field(default_factory=lambda: StageConfig(epochs=0))
+    backbone: StageConfig = field(default_factory=StageConfig)
+    controller: StageConfig = field(default_factory=StageConfig)
+    controller_ae: StageConfig = field(default_factory=StageConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in STAGES:
+            raise ValueError(f"stage: expected one of {list(STAGES)}, got {name!r}")
+        return getattr(self, name.replace("-", "_"))
+
+    def path(self, p: str) -> Path:
+        """A recipe path: absolute, else relative to the working directory (falling back to
+        the repository root for files that exist only there, e.g. config/model/*.yaml)."""
+        q = Path(p)
+        if q.is_absolute() or q.exists() or not (REPO_ROOT / q).exists():
+            return q
+        return REPO_ROOT / q
+
+    def model_config(self) -> ModelConfig:
+        return load_model_config(self.path(self.model))
+
+
+def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
+    """Cross-field checks against the model (budgets in range, noise levels per modality)."""
+    lo, hi = model_cfg.num_modalities, model_cfg.total_blocks
+    for sec in ("controller", "controller_ae"):
+        st = getattr(cfg, sec)
+        for b in st.budgets:
+            if not lo <= b <= hi:
+                raise ValueError(f"{sec}.budgets: expected {lo} <= L <= {hi}, got {b}")
+        if st.universal_range is not None:
+            r = st.universal_range
+            if len(r) != 2 or not lo <= r[0] <= r[1] <= hi:
+                raise ValueError(f"{sec}.universal_range: expected [lo, hi] with "
+                                 f"{lo} <= lo <= hi <= {hi}, got {r}")
+    for b in cfg.eval.budgets:
+        if not lo <= b <= hi:
+            raise ValueError(f"eval.budgets: expected {lo} <= L <= {hi}, got {b}")
+    missing = [m for m in model_cfg.modalities if m not in cfg.noise.levels]
+    if missing:
+        raise ValueError(f"noise.levels: expected a level list for {model_cfg.modalities}, "
+                         f"missing {missing}")
+    for sec in ("backbone", "mae"):
+        st = getattr(cfg, sec)
+        if not 0 <= st.freeze_blocks <= model_cfg.depth:
+            raise ValueError(f"{sec}.freeze_blocks: expected 0..{model_cfg.depth}, "
+                             f"got {st.freeze_blocks}")
+    for name in ("mae", "backbone", "controller", "controller_ae"):
+        st = getattr(cfg, name)
+        if st.epochs < 0 or st.batch_size < 1 or st.lr <= 0:
+            raise ValueError(f"{name}: expected epochs >= 0, batch_size >= 1, lr > 0, got "
+                             f"{st.epochs}, {st.batch_size}, {st.lr}")
+
+
+def load_train_config(source: str | Path | dict[str, Any]) -> TrainConfig:
+    """TrainConfig from a YAML path or dict; ValueError naming any unknown / mistyped key."""
+    data = load_yaml(source) if isinstance(source, str | Path) else source
+    return from_dict(TrainConfig, data)
+
+
+def default_budgets(total_blocks: int) -> list[int]:
+    """1/4, 1/3, 1/2 and 2/3 of all blocks (6/8/12/16 of 24)."""
+    return sorted({max(1, round(total_blocks * f)) for f in (1 / 4, 1 / 3, 1 / 2, 2 / 3)})
+
+
+def as_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return to_dict(cfg)
+
+
+def replace_controller(model_cfg: ModelConfig, **changes: Any) -> ModelConfig:
+    """The model config with some controller fields changed (universal, AE variants)."""
+    ctrl = dataclasses.replace(model_cfg.controller, **changes)
+    return dataclasses.replace(model_cfg, controller=ctrl)

@@ -1,0 +1,258 @@
+"""`admn train STAGE --config FILE`: parse the recipe, build the stage's task(s), run the loop.
+
+Stage outputs (core checkpoints under the recipe's `out_dir`):
+`mae.pt`, `admn.pt` (backbones + fusion), `controller_L{L}.pt`, `controller_universal.pt`,
+`controller_ae.pt` (universal AE) / `controller_ae_L{L}.pt`. Each job also keeps
+`<out_dir>/<job>/checkpoint.pt` (training state, every epoch) and `metrics.csv/.jsonl`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from admn_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from admn_ros.core.config import ModelConfig, config_diff, load_model_config, to_dict
+from admn_ros.core.controller import Controller
+from admn_ros.core.model import ADMN, downsample
+from admn_ros.core.noise import corrupt
+from admn_ros.train import distributed as D
+from admn_ros.train.config import (
+    StageConfig,
+    TrainConfig,
+    as_dict,
+    replace_controller,
+    validate,
+)
+from admn_ros.train.data import Split, iterate_batches, load_split, steps_per_epoch
+from admn_ros.train.engine import NonFiniteLossError, lr_lambda, train_one_epoch
+from admn_ros.train.metrics import MetricWriter
+from admn_ros.train.state import atomic_save, load_training_state, rng_state, set_rng_state
+from admn_ros.train.tasks import (
+    BackboneTask,
+    ControllerTask,
+    MAETask,
+    localisation_error_cm,
+)
+
+VAL_NOISE_SEED = 4321  # fixed corruption of the validation subset (comparable across epochs)
+VAL_SAMPLES = 256  # validation subset per epoch (cheap on CPU)
+
+
+@dataclass
+class Job:
+    name: str  # run folder under out_dir
+    output: Path  # core checkpoint written when the job finishes
+    build: Callable[[], object]  # -> task
+
+
+# --------------------------------------------------------------------------------------------
+# what each stage trains
+# --------------------------------------------------------------------------------------------
+def controller_config(model_cfg: ModelConfig, budget: int | tuple[int, int],
+                      unsupervised: bool) -> ModelConfig:
+    changes = {"ae_head": unsupervised, "noise_head": not unsupervised}
+    if isinstance(budget, tuple):
+        changes.update(budget_token=True, budget_min=budget[0], budget_max=budget[1])
+    return replace_controller(model_cfg, **changes)
+
+
+def load_admn(path: Path, model_cfg: ModelConfig) -> ADMN:
+    if not path.is_file():
+        raise ValueError(f"{path}: expected the backbone stage's output; run "
+                         f"`admn train backbone --config ...` first")
+    return load_checkpoint(path, into=ADMN(model_cfg), kind="admn").module
+
+
+def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> list[Job]:
+    out = cfg.path(cfg.out_dir)
+    st = cfg.stage(stage)
+    if stage in ("mae", "backbone"):
+        def build_admn() -> object:
+            model = ADMN(model_cfg)
+            init = cfg.path(st.init) if st.init else (out / "mae.pt" if stage == "backbone"
+                                                      and (out / "mae.pt").exists() else None)
+            if init is not None:
+                load_checkpoint(init, into=model, kind="admn")
+            task_cls = MAETask if stage == "mae" else BackboneTask
+            return task_cls(model, st, cfg.noise, cfg.seed)
+
+        name = "mae" if stage == "mae" else "admn"
+        return [Job(name, out / f"{name}.pt", build_admn)]
+
+    unsupervised = stage == "controller-ae"
+    admn_path = cfg.path(st.init) if st.init else out / "admn.pt"
+    budgets: list[int | tuple[int, int]] = list(st.budgets)
+    if st.universal:
+        rng = st.universal_range or ([min(st.budgets), max(st.budgets)] if st.budgets
+                                     else list(model_cfg.budget_range))
+        budgets.append((rng[0], rng[1]))
+    prefix = "controller_ae" if unsupervised else "controller"
+    jobs = []
+    for b in budgets:
+        if isinstance(b, tuple):
+            name = prefix if unsupervised else f"{prefix}_universal"
+        else:
+            name = f"{prefix}_L{b}"
+
+        def build(b: int | tuple[int, int] = b) -> object:
+            model = load_admn(admn_path, model_cfg)
+            ctrl = Controller(controller_config(model_cfg, b, unsupervised))
+            return ControllerTask(model, ctrl, st, cfg.noise, b, unsupervised)
+
+        jobs.append(Job(name, out / f"{name}.pt", build))
+    if not jobs:
+        raise ValueError(f"{stage}: expected budgets or universal: true, got neither")
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------
+# validation (main rank, a fixed subset with fixed corruptions)
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate_task(task, val: Split, st: StageConfig, cfg: TrainConfig,
+                  device: torch.device) -> dict[str, float]:
+    if task.name == "mae":
+        return {}
+    n = min(len(val), VAL_SAMPLES)
+    idx = torch.linspace(0, len(val) - 1, n).long()
+    gen = torch.Generator().manual_seed(VAL_NOISE_SEED)
+    model = task.model
+    model.eval()
+    errs: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, n, st.batch_size):
+        batch = val.batch(idx[i:i + st.batch_size], device)
+        noisy = corrupt(batch["inputs"], cfg.noise, "binary", gen).inputs
+        if task.name == "backbone":
+            runs = {"val_clean_cm": (batch["inputs"], None), "val_binary_cm": (noisy, None)}
+        else:
+            ctrl = task.controller
+            ctrl.eval()
+            b = task.budget if isinstance(task.budget, int) else \
+                (task.budget[0] + task.budget[1]) // 2
+            lowres = downsample(noisy, ctrl.cfg.controller.img_size)
+            mask = ctrl(lowres, b, sample=False).mask.bool()
+            runs = {f"val_binary_L{b}_cm": (noisy, mask)}
+        for key, (x, active) in runs.items():
+            pred = model(x, active)
+            errs.setdefault(key, []).append(localisation_error_cm(pred.mean, batch["target"]))
+    return {k: float(torch.cat(v).mean()) for k, v in errs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# one job: build, resume, loop over epochs, checkpoint, export
+# --------------------------------------------------------------------------------------------
+def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Split,
+            device: torch.device, resume: bool, stop_after_epochs: int | None) -> Path | None:
+    run_dir = cfg.path(cfg.out_dir) / job.name
+    ckpt_path = run_dir / "checkpoint.pt"
+    torch.manual_seed(cfg.seed + D.rank())
+    task = job.build()
+    module = task.module.to(device)
+    if hasattr(task, "model"):
+        task.model.to(device)
+    export = task.controller if hasattr(task, "controller") else task.model
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=st.lr, weight_decay=st.weight_decay)
+    steps = steps_per_epoch(train, st.batch_size, st.max_steps_per_epoch)
+    if steps == 0:
+        raise ValueError(f"split 'train': expected at least batch_size x ranks = "
+                         f"{st.batch_size * D.world_size()} samples, got {len(train)}")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(steps * st.epochs, int(st.warmup_epochs * steps), st.schedule))
+    start_epoch, step, history = 0, 0, []
+    if resume and ckpt_path.exists():
+        state = load_training_state(ckpt_path)
+        diff = config_diff(load_model_config(state["model_config"]), export.cfg)
+        if diff:
+            raise ValueError(f"checkpoint {ckpt_path}: model config mismatch in {diff}")
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+        set_rng_state(state["rng"])
+        if D.is_main():
+            print(f"[train] {job.name}: resumed from {ckpt_path} at epoch {start_epoch}, "
+                  f"step {step}")
+    if start_epoch >= st.epochs and job.output.exists():
+        if D.is_main():
+            print(f"[train] {job.name}: already finished ({job.output})")
+        return job.output
+    if D.is_distributed():
+        task.module = DistributedDataParallel(module, find_unused_parameters=True)
+    writer = MetricWriter(run_dir, enabled=D.is_main())
+    t0 = time.time()
+    for epoch in range(start_epoch, st.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + D.rank() * 104729 + epoch)
+        batches = iterate_batches(train, st.batch_size, device, shuffle=True, seed=cfg.seed,
+                                  epoch=epoch, max_steps=st.max_steps_per_epoch)
+        try:
+            metrics, step = train_one_epoch(
+                task, task.module, batches, steps, optimizer, scheduler, epoch, step, gen,
+                st.grad_clip, desc=f"{job.name} {epoch + 1}/{st.epochs}")
+        except NonFiniteLossError as exc:
+            kept = ckpt_path if ckpt_path.exists() else "none yet"
+            raise NonFiniteLossError(f"{exc}; stopped, last good checkpoint kept: {kept}") from None
+        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.time() - t0, 1), **metrics}
+        if D.is_main():
+            row.update(validate_task(task, val, st, cfg, device))
+            history.append(row)
+            writer.write(row)
+            atomic_save({"format": "admn_ros/train-state/1", "job": job.name,
+                         "model_config": to_dict(export.cfg), "recipe": as_dict(cfg),
+                         "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
+                         "history": history, "rng": rng_state()}, ckpt_path)
+            print(f"[train] {job.name} epoch {epoch + 1}/{st.epochs} step {step}: "
+                  + ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                              if isinstance(v, float) and k not in ("epoch", "step")),
+                  flush=True)
+        D.barrier()
+        if stop_after_epochs is not None and epoch + 1 - start_epoch >= stop_after_epochs:
+            writer.close()
+            return None  # simulated interruption (tests)
+    writer.close()
+    if D.is_main():
+        meta = {"job": job.name, "stage": task.name, "recipe": cfg.recipe, "seed": cfg.seed,
+                "epochs": st.epochs, "step": step,
+                "metrics": {k: v for k, v in (history[-1] if history else {}).items()
+                            if isinstance(v, int | float)}}
+        if hasattr(task, "budget"):
+            meta["budget"] = list(task.budget) if isinstance(task.budget, tuple) else task.budget
+        save_checkpoint(job.output, export, meta)
+        print(f"[train] {job.name}: wrote {job.output}", flush=True)
+    D.barrier()
+    return job.output
+
+
+def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,
+              stop_after_epochs: int | None = None, jobs: list[str] | None = None
+              ) -> list[Path]:
+    """Run one stage of a recipe; returns the outputs written (or found finished)."""
+    model_cfg = cfg.model_config()
+    validate(cfg, model_cfg)
+    st = cfg.stage(stage)
+    device = D.init_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if st.epochs == 0:
+        if D.is_main():
+            print(f"[train] {stage}: epochs = 0 in the recipe, nothing to do")
+        return []
+    root = cfg.path(cfg.data.root)
+    train = load_split(root, "train", model_cfg, cfg.data.min_samples)
+    val = load_split(root, "val", model_cfg, 1)
+    outputs = []
+    for job in plan(cfg, stage, model_cfg):
+        if jobs and job.name not in jobs:
+            continue
+        out = run_job(job, cfg, st, train, val, device, resume, stop_after_epochs)
+        if out is not None:
+            outputs.append(out)
+    return outputs

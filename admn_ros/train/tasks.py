@@ -1,0 +1,222 @@
+"""What each stage optimises. A task owns its trainable module and turns a batch into a loss;
+the loop in `engine.py` is the same for every stage.
+
+- `MAETask` (stage `mae`): masked-autoencoder pretraining of every modality's backbone with
+  LayerDrop on the encoder (never on the decoder), MSE on the masked patches.
+- `BackboneTask` (stage `backbone`): fusion finetuning with LayerDrop (one mask per batch,
+  real skipping), first blocks optionally frozen, Gaussian corruption after `clean_epochs`.
+- `ControllerTask` (stages `controller` and `controller-ae`): frozen ADMN; Gumbel top-L
+  straight-through masks run the backbones in blend mode; loss = localisation loss +
+  noise-sigma L1 (supervised) or + reconstruction MSE (unsupervised AE head); the first
+  `warmup_noise_epochs` train only the noise / AE head. Budget fixed, or drawn per sample from
+  a range for the universal (budget-token) controller.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from admn_ros.core.config import ModelConfig, NoiseConfig
+from admn_ros.core.controller import Controller
+from admn_ros.core.layerdrop import LayerDrop
+from admn_ros.core.model import ADMN, downsample
+from admn_ros.core.noise import corrupt
+from admn_ros.core.vit import TOKEN_INIT_STD, Block, VisionTransformer, init_weights
+from admn_ros.train.config import StageConfig
+
+
+def localisation_error_cm(mean: Tensor, target: Tensor) -> Tensor:
+    """Per-sample Euclidean error [B] in cm."""
+    return (mean - target).norm(dim=-1)
+
+
+def pick_kind(kinds: list[str], generator: torch.Generator) -> str:
+    return kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
+
+
+# --------------------------------------------------------------------------------------------
+# stage 0: MAE pretraining
+# --------------------------------------------------------------------------------------------
+class MAEDecoder(nn.Module):
+    """Light MAE decoder for one backbone: embed, mask tokens, blocks, per-patch pixels."""
+
+    def __init__(self, vit: VisionTransformer, dim: int, depth: int, num_heads: int = 4) -> None:
+        super().__init__()
+        p, c = vit.patch_embed.patch_size, vit.in_chans
+        self.embed = nn.Linear(vit.embed_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, vit.patch_embed.num_patches + 1, dim))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, 4.0) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pred = nn.Linear(dim, p * p * c)
+        nn.init.trunc_normal_(self.mask_token, std=TOKEN_INIT_STD)
+        nn.init.trunc_normal_(self.pos_embed, std=TOKEN_INIT_STD)
+        self.apply(init_weights)
+
+    def forward(self, latent: Tensor, restore: Tensor) -> Tensor:
+        """latent [N, 1 + keep, E], restore [N, P] -> predicted patches [N, P, p*p*C]."""
+        x = self.embed(latent)
+        n, p = restore.shape
+        masks = self.mask_token.expand(n, p + 1 - x.shape[1], -1)
+        x_ = torch.cat([x[:, 1:], masks], 1)  # [N, P, d] in shuffled order
+        x_ = torch.gather(x_, 1, restore[..., None].expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], x_], 1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.pred(self.norm(x))[:, 1:]
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """[N, C, H, W] -> [N, P, p*p*C]."""
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h // p, p, w // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(n, (h // p) * (w // p), p * p * c)
+
+
+class MAEModule(nn.Module):
+    def __init__(self, model: ADMN, st: StageConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.decoders = nn.ModuleDict({
+            m: MAEDecoder(vit, st.decoder_dim, st.decoder_depth)
+            for m, vit in model.backbones.items()
+        })
+
+    def forward(self, inputs: dict[str, Tensor], active: Tensor, mask_ratio: float,
+                generator: torch.Generator) -> Tensor:
+        """Sum over modalities of the masked-patch MSE; `active` [M, D] LayerDrop mask."""
+        total = 0.0
+        for i, (m, vit) in enumerate(self.model.backbones.items()):
+            x = inputs[m].flatten(0, 1)  # [N, C, H, W]: nodes share the backbone
+            tokens = vit.patch_embed(x) + vit.pos_embed[:, 1:]
+            n, p, e = tokens.shape
+            keep = max(1, int(p * (1 - mask_ratio)))
+            noise = torch.rand(n, p, generator=generator).to(x.device)
+            shuffle = noise.argsort(1)
+            restore = shuffle.argsort(1)
+            vis = torch.gather(tokens, 1, shuffle[:, :keep, None].expand(-1, -1, e))
+            cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(n, -1, -1)
+            h = torch.cat([cls, vis], 1)
+            for j in active[i].nonzero().flatten().tolist():  # LayerDrop on the encoder only
+                h = vit.blocks[j](h)
+            pred = self.decoders[m](vit.norm(h), restore)
+            target = patchify(x, vit.patch_embed.patch_size)
+            masked = torch.ones(n, p, device=x.device)
+            masked[:, :keep] = 0
+            masked = torch.gather(masked, 1, restore)  # 1 = masked patch
+            err = ((pred - target) ** 2).mean(-1)
+            total = total + (err * masked).sum() / masked.sum()
+        return total
+
+
+class MAETask:
+    name = "mae"
+
+    def __init__(self, model: ADMN, st: StageConfig, noise: NoiseConfig, seed: int) -> None:
+        self.model, self.st = model, st
+        self.module = MAEModule(model, st)
+        self.layerdrop = LayerDrop.from_config(model.cfg)
+        self.seed = seed
+
+    def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
+             ) -> tuple[Tensor, dict[str, float]]:
+        shared = torch.Generator().manual_seed(self.seed * 1_000_003 + step)  # same on all ranks
+        active = self.layerdrop.sample(epoch, generator=shared) if self.st.layerdrop else \
+            torch.ones(self.model.cfg.num_modalities, self.model.cfg.depth, dtype=torch.bool)
+        loss = self.module(batch["inputs"], active, self.st.mask_ratio, gen)
+        return loss, {"loss": loss.item()}
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: backbone + fusion finetuning
+# --------------------------------------------------------------------------------------------
+def freeze_early_blocks(model: ADMN, n: int) -> None:
+    """Freeze patch embedding, tokens and the first n blocks of every backbone (n = 0: none)."""
+    if n <= 0:
+        return
+    for vit in model.backbones.values():
+        for part in (vit.patch_embed, *list(vit.blocks)[:n]):
+            part.requires_grad_(False)
+        vit.cls_token.requires_grad_(False)
+        vit.pos_embed.requires_grad_(False)
+
+
+class BackboneTask:
+    name = "backbone"
+
+    def __init__(self, model: ADMN, st: StageConfig, noise: NoiseConfig, seed: int) -> None:
+        self.model, self.st, self.noise, self.seed = model, st, noise, seed
+        self.module = model
+        freeze_early_blocks(model, st.freeze_blocks)
+        self.layerdrop = LayerDrop.from_config(model.cfg)
+
+    def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
+             ) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.model.cfg
+        inputs = batch["inputs"]
+        noisy = epoch >= self.st.clean_epochs and \
+            float(torch.rand(1, generator=gen)) < self.st.corrupt_prob
+        if noisy:
+            inputs = corrupt(inputs, self.noise, pick_kind(self.st.noise_kinds, gen), gen).inputs
+        shared = torch.Generator().manual_seed(self.seed * 1_000_003 + step)  # same on all ranks
+        active = self.layerdrop.sample(epoch, generator=shared) if self.st.layerdrop else \
+            torch.ones(cfg.num_modalities, cfg.depth, dtype=torch.bool)
+        pred = self.module(inputs, active.to(batch["target"].device))
+        loss = self.model.loss(pred, batch["target"])
+        err = localisation_error_cm(pred.mean.detach(), batch["target"]).mean()
+        return loss, {"loss": loss.item(), "error_cm": float(err), "noisy": float(noisy)}
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: controllers
+# --------------------------------------------------------------------------------------------
+class ControllerTask:
+    """Per-budget (`budget` int) or universal (`budget` = (lo, hi)) controller training."""
+
+    def __init__(self, model: ADMN, controller: Controller, st: StageConfig, noise: NoiseConfig,
+                 budget: int | tuple[int, int], unsupervised: bool = False) -> None:
+        self.name = "controller-ae" if unsupervised else "controller"
+        self.model, self.controller, self.st, self.noise = model, controller, st, noise
+        self.budget, self.unsupervised = budget, unsupervised
+        self.module = controller
+        model.eval()
+        model.requires_grad_(False)
+        cfg: ModelConfig = controller.cfg
+        w = [st.noise_weight.get(m, 1.0) for m in cfg.modalities]
+        self.noise_w = torch.tensor(w)
+
+    def draw_budget(self, batch: int, gen: torch.Generator) -> int | Tensor:
+        if isinstance(self.budget, int):
+            return self.budget
+        lo, hi = self.budget
+        return torch.randint(lo, hi + 1, (batch,), generator=gen)
+
+    def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
+             ) -> tuple[Tensor, dict[str, float]]:
+        c = self.controller.cfg.controller
+        target = batch["target"]
+        kind = pick_kind(self.st.noise_kinds, gen)
+        noisy = corrupt(batch["inputs"], self.noise, kind, gen)
+        lowres = downsample(noisy.inputs, c.img_size)
+        budget = self.draw_budget(len(target), gen)
+        out = self.module(lowres, budget)
+        if self.unsupervised:
+            aux = self.controller.reconstruction_loss(out, lowres)
+            aux_w = self.st.recon_weight
+        else:
+            sigma = noisy.sigma.to(target.device)  # [B, S, M] normalised
+            w = self.noise_w.to(target.device)
+            aux = ((out.noise_per_node - sigma).abs() * w).sum(-1).mean()
+            aux_w = 1.0
+        metrics = {"aux": aux.item()}
+        if epoch < self.st.warmup_noise_epochs:  # noise / AE head only
+            loss = aux_w * aux
+            metrics["loss"] = loss.item()
+            return loss, metrics
+        pred = self.model(noisy.inputs, out.mask, blend=True)
+        task = self.model.loss(pred, target)
+        loss = task + aux_w * aux
+        err = localisation_error_cm(pred.mean.detach(), target).mean()
+        metrics.update(loss=loss.item(), task=task.item(), error_cm=float(err))
+        return loss, metrics

@@ -35,9 +35,10 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
 class _CompiledPart:
     """Compiled callable that falls back to the eager module if compilation fails."""
 
-    def __init__(self, name: str, module: nn.Module, mode: str | None) -> None:
+    def __init__(self, name: str, module: nn.Module, mode: str | None, compiler: str) -> None:
         self.name, self.module = name, module
-        self.fn: Callable = torch.compile(module, dynamic=False, fullgraph=True, mode=mode)
+        self.fn: Callable = torch.compile(module, dynamic=False, fullgraph=True, mode=mode,
+                                          backend=compiler)
         self.failed = False
 
     def __call__(self, *args):
@@ -53,18 +54,22 @@ class _CompiledPart:
 
 
 class CompileEngine(Engine):
-    """Per-part torch.compile (static shapes), CUDA graphs on GPU."""
+    """Per-part torch.compile (static shapes), CUDA graphs on GPU.
+
+    `compiler`: the torch.compile backend ("inductor"; "eager" traces with dynamo only, which
+    tests use to exercise the wiring without minutes of C++ compilation)."""
 
     name = "compile"
 
     def __init__(self, model, controller=None, device: str | torch.device = "cpu",
                  precision: str = "fp32", num_threads: int | None = None,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, compiler: str = "inductor") -> None:
         dev = torch.device(device)
-        self.unavailable = compile_unavailable_reason(dev)
+        self.compiler = compiler
+        self.unavailable = compile_unavailable_reason(dev) if compiler == "inductor" else None
         if self.unavailable:
             log.warning("backend 'compile': %s; falling back to eager", self.unavailable)
-        self.mode = "reduce-overhead" if dev.type == "cuda" else None
+        self.mode = "reduce-overhead" if dev.type == "cuda" and compiler == "inductor" else None
         limit = getattr(torch._dynamo.config, "recompile_limit", None)
         if limit is not None and limit < RECOMPILE_LIMIT:
             torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
@@ -75,7 +80,7 @@ class CompileEngine(Engine):
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         if self.unavailable:
             return module
-        return _CompiledPart(name, module, self.mode)
+        return _CompiledPart(name, module, self.mode, self.compiler)
 
     def _begin_run(self) -> None:
         if self.mode == "reduce-overhead":

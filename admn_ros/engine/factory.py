@@ -55,14 +55,17 @@ def make_backend(name: str, model: ADMN, controller: Controller | None = None,
                  num_threads: int | None = None, check_finite: bool = True,
                  **backend_options) -> Engine:
     """Build an inference engine. `precision` default: fp16 for TensorRT, else fp32.
-    `backend_options`: extra keyword arguments of the backend (tensorrt: `cache_dir`)."""
+    `backend_options`: extra keyword arguments of the backend (tensorrt: `cache_dir`;
+    compile: `compiler`)."""
     device = device or default_device()
     name = resolve_backend(name, device)
     common = dict(device=device, num_threads=num_threads, check_finite=check_finite)
     if name == "tensorrt":
         return TensorRTEngine(model, controller, precision=precision or "fp16",
                               **common, **backend_options)
+    if name == "compile":
+        return CompileEngine(model, controller, precision=precision or "fp32", **common,
+                             **backend_options)
     if backend_options:
         raise ValueError(f"backend {name!r}: unexpected options {sorted(backend_options)}")
-    cls = CompileEngine if name == "compile" else Engine
-    return cls(model, controller, precision=precision or "fp32", **common)
+    return Engine(model, controller, precision=precision or "fp32", **common)

@@ -159,12 +159,17 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     export = task.controller if hasattr(task, "controller") else task.model
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.lr, weight_decay=st.weight_decay)
-    steps = steps_per_epoch(train, st.batch_size, st.max_steps_per_epoch)
+    def epoch_steps(epoch: int) -> int:  # controller warm-up (noise / AE head only) is uncapped
+        warm = task.name.startswith("controller") and epoch < st.warmup_noise_epochs
+        return steps_per_epoch(train, st.batch_size, None if warm else st.max_steps_per_epoch)
+
+    steps = epoch_steps(st.epochs)
     if steps == 0:
         raise ValueError(f"split 'train': expected at least batch_size x ranks = "
                          f"{st.batch_size * D.world_size()} samples, got {len(train)}")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(steps * st.epochs, int(st.warmup_epochs * steps), st.schedule))
+        optimizer, lr_lambda(sum(epoch_steps(e) for e in range(st.epochs)),
+                             int(st.warmup_epochs * steps), st.schedule))
     start_epoch, step, history = 0, 0, []
     if resume and ckpt_path.exists():
         state = load_training_state(ckpt_path)
@@ -190,11 +195,11 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     for epoch in range(start_epoch, st.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + D.rank() * 104729 + epoch)
         batches = iterate_batches(train, st.batch_size, device, shuffle=True, seed=cfg.seed,
-                                  epoch=epoch, max_steps=st.max_steps_per_epoch)
+                                  epoch=epoch, max_steps=epoch_steps(epoch))
         try:
             metrics, step = train_one_epoch(
-                task, task.module, batches, steps, optimizer, scheduler, epoch, step, gen,
-                st.grad_clip, desc=f"{job.name} {epoch + 1}/{st.epochs}")
+                task, task.module, batches, epoch_steps(epoch), optimizer, scheduler, epoch,
+                step, gen, st.grad_clip, desc=f"{job.name} {epoch + 1}/{st.epochs}")
         except NonFiniteLossError as exc:
             kept = ckpt_path if ckpt_path.exists() else "none yet"
             raise NonFiniteLossError(f"{exc}; stopped, last good checkpoint kept: {kept}") from None

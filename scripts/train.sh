@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make train`: reproduce the shipped default weights (demo recipe) from scratch.
+# Generates the synthetic recording if absent, runs the stages, evaluates, exports to models/.
+# Re-running continues from the last checkpoints (--resume). RECIPE=... to use another recipe.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECIPE=${RECIPE:-config/train/demo.yaml}
+NPROC=${NPROC:-1}
+DATA=$(python -c "from admn_ros.train.config import load_train_config as l; print(l('$RECIPE').data.root)")
+GEN=$(python -c "from admn_ros.train.config import load_train_config as l; g=l('$RECIPE').data.generate; print('' if g is None else f'--frames {g.frames} --seed {g.seed} --scene {g.scene}')")
+start=$(date +%s)
+if [ ! -f "$DATA/metadata.json" ]; then
+  if [ -z "$GEN" ]; then echo "train.sh: no recording at $DATA and no data.generate in $RECIPE" >&2; exit 1; fi
+  rm -rf "$DATA"
+  admn generate "$DATA" $GEN
+fi
+if [ "$NPROC" -gt 1 ]; then
+  TRAIN=(python -m torch.distributed.run --nproc_per_node "$NPROC" -m admn_ros.cli train)
+else
+  TRAIN=(admn train)
+fi
+for stage in mae backbone controller controller-ae; do
+  echo "== stage $stage ($(( $(date +%s) - start )) s)"
+  "${TRAIN[@]}" "$stage" --config "$RECIPE" --resume
+done
+echo "== export ($(( $(date +%s) - start )) s)"
+python -m admn_ros.train.weights export --config "$RECIPE"
+echo "== eval ($(( $(date +%s) - start )) s)"
+admn eval --config "$RECIPE"
+python -m admn_ros.train.weights card --config "$RECIPE" --train-seconds $(( $(date +%s) - start ))
+echo "== done in $(( $(date +%s) - start )) s"

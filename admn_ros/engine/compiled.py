@@ -35,7 +35,8 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
 class _CompiledPart:
     """Compiled callable that falls back to the eager module if compilation fails."""
 
-    def __init__(self, name: str, module: nn.Module, mode: str | None, compiler: str) -> None:
+    def __init__(self, name: str, module: nn.Module, mode: str | None,
+                 compiler: str | Callable) -> None:
         self.name, self.module = name, module
         self.fn: Callable = torch.compile(module, dynamic=False, fullgraph=True, mode=mode,
                                           backend=compiler)

@@ -1,0 +1,179 @@
+"""Engine: eager equals the core model, sub-batching equals per-sample runs, block execution
+follows the allocation, bad input is rejected with ValueError."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_engine_fixtures import masks, tiny_inputs, tiny_modules
+
+from admn_ros.core.model import downsample
+from admn_ros.engine import (
+    EngineOutOfMemoryError,
+    available_backends,
+    backend_unavailable_reason,
+    make_backend,
+    resolve_backend,
+)
+
+TOL = {"atol": 1e-4, "rtol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, controller = tiny_modules()
+    engine = make_backend("eager", model, controller, device="cpu")
+    return model, controller, engine
+
+
+def allocations(cfg):
+    full = torch.ones(cfg.num_modalities, cfg.depth, dtype=torch.bool)
+    minimal = torch.zeros_like(full)
+    minimal[:, 0] = True
+    skewed = minimal.clone()
+    skewed[0] = True
+    return [full, minimal, skewed, masks(cfg, 1, seed=3)[0]]
+
+
+def assert_pred_close(a, b, **tol):
+    torch.testing.assert_close(a.mean, b.mean, **(tol or TOL))
+    torch.testing.assert_close(a.scale_tril, b.scale_tril, **(tol or TOL))
+
+
+def test_eager_matches_core_model_for_several_allocations(setup):
+    model, _, engine = setup
+    x = tiny_inputs(model.cfg, 2)
+    for active in allocations(model.cfg):
+        with torch.no_grad():
+            ref = model(x, active)
+        assert_pred_close(engine.run(x, active), ref)
+
+
+def test_step_matches_controller_and_model(setup):
+    model, controller, engine = setup
+    x = tiny_inputs(model.cfg, 3, seed=1)
+    for budget in (3, 5, 9):
+        res = engine.step(x, budget)
+        with torch.no_grad():
+            out = controller(downsample(x, model.cfg.controller.img_size), budget, sample=False)
+            ref = model(x, res.mask)
+        assert torch.equal(res.mask, out.mask.bool())
+        assert res.mask.sum((1, 2)).tolist() == [budget] * 3
+        torch.testing.assert_close(res.noise, out.noise, **TOL)
+        assert_pred_close(res.prediction, ref)
+        assert set(res.timings) == {"controller_ms", "backbone_ms", "fusion_ms", "step_ms"}
+        assert all(v >= 0 for v in res.timings.values())
+    assert torch.equal(engine.allocate(downsample(x, 8), 5), engine.step(x, 5).mask)
+
+
+def test_subbatching_equals_per_sample(setup):
+    model, _, engine = setup
+    batch = 5
+    x, active = tiny_inputs(model.cfg, batch, seed=2), masks(model.cfg, batch, seed=4)
+    active[1] = active[0]  # two samples share a mask, the rest differ
+    pred = engine.run(x, active)
+    for k in range(batch):
+        one = engine.run({m: v[k:k + 1] for m, v in x.items()}, active[k])
+        torch.testing.assert_close(pred.mean[k:k + 1], one.mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pred.scale_tril[k:k + 1], one.scale_tril, atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_block_executions_follow_allocation(setup):
+    model, _, engine = setup
+    cfg, batch, s = model.cfg, 4, model.cfg.num_nodes
+    active = masks(cfg, batch, seed=5)
+    active[:, 0, 1] = True  # one block on for every sample -> one call on the full batch
+    active[:, 1, 2] = False  # one block off everywhere -> never called
+    calls = {}
+    handles = []
+    for j, m in enumerate(cfg.modalities):
+        for i, blk in enumerate(model.backbones[m].blocks):
+            def hook(mod, inp, out, key=(j, i)):
+                calls.setdefault(key, []).append(inp[0].shape[0])
+            handles.append(blk.register_forward_hook(hook))
+    try:
+        engine.run(tiny_inputs(cfg, batch), active)
+    finally:
+        for h in handles:
+            h.remove()
+    for j in range(cfg.num_modalities):
+        for i in range(cfg.depth):
+            n = int(active[:, j, i].sum())
+            assert calls.get((j, i), []) == ([n * s] if n else []), (j, i)
+
+
+def test_fallback_policy_without_controller():
+    model, _ = tiny_modules()
+    engine = make_backend("eager", model, None, device="cpu")
+    res = engine.step(tiny_inputs(model.cfg, 1), 4)
+    assert res.noise is None and int(res.mask.sum()) == 4
+
+
+def test_bf16_on_cpu_is_close_to_fp32():
+    model, controller = tiny_modules()
+    x = tiny_inputs(model.cfg, 2)
+    ref = make_backend("eager", model, controller, device="cpu").run(x, allocations(model.cfg)[0])
+    model16, controller16 = tiny_modules()
+    eng = make_backend("eager", model16, controller16, device="cpu", precision="bf16")
+    pred = eng.run(x, allocations(model.cfg)[0])
+    assert pred.mean.dtype == torch.float32
+    assert float((pred.mean - ref.mean).abs().max()) < 10.0  # cm, on a +-200 cm arena
+
+
+def test_bad_inputs_raise_value_error(setup):
+    model, _, engine = setup
+    cfg = model.cfg
+    x = tiny_inputs(cfg, 2)
+    full = allocations(cfg)[0]
+    bad_inputs = [
+        {m: v for m, v in x.items() if m != "rgb"},  # missing modality
+        {**x, "rgb": x["rgb"][:, :, :, :8]},  # wrong size
+        {**x, "depth": x["depth"].double()},  # wrong dtype
+        {**x, "depth": (x["depth"] * 255).to(torch.uint8)},  # integer images
+        {**x, "radar": x["radar"][:1]},  # batch mismatch
+        {**x, "rgb": torch.full_like(x["rgb"], float("nan"))},  # NaN
+        {**x, "rgb": torch.empty(x["rgb"].shape, device="meta")},  # wrong device
+    ]
+    for bad in bad_inputs:
+        with pytest.raises(ValueError, match=r"inputs"):
+            engine.run(bad, full)
+    with pytest.raises(ValueError, match="device"):
+        engine.run({**x, "rgb": torch.empty(x["rgb"].shape, device="meta")}, full)
+    m, d = cfg.num_modalities, cfg.depth
+    off = full.clone()
+    off[1, 0] = False
+    for bad_active, what in [
+        (torch.ones(m, d + 1, dtype=torch.bool), r"\[3, 3\]"),
+        (torch.ones(m, d), "bool"),
+        (torch.ones(3, m, d, dtype=torch.bool), "batch size 2"),
+        (off, "block 0"),
+        ([[True] * d] * m, "expected"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            engine.run(x, bad_active)
+    with pytest.raises(ValueError, match="budget"):
+        engine.step(x, cfg.total_blocks + 1)
+    with pytest.raises(ValueError, match="precision"):
+        make_backend("eager", *tiny_modules(), device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="backend"):
+        make_backend("onnx", *tiny_modules(), device="cpu")
+
+
+def test_out_of_memory_message_names_batch_and_shapes(setup, monkeypatch):
+    model, _, engine = setup
+
+    def oom(x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(engine.stems, "rgb", oom)
+    with pytest.raises(EngineOutOfMemoryError, match=r"batch 2 .*'rgb': \(2, 3, 3, 16, 16\)"):
+        engine.run(tiny_inputs(model.cfg, 2), allocations(model.cfg)[0])
+
+
+def test_backend_selection_on_cpu():
+    assert resolve_backend("auto", "cpu") == "eager"
+    assert resolve_backend("compile", "cpu") == "compile"
+    assert "eager" in available_backends("cpu")
+    assert "tensorrt" not in available_backends("cpu")
+    assert backend_unavailable_reason("tensorrt", "cpu")

@@ -1,0 +1,217 @@
+"""Fusion node: a sample + its LayerAllocation (exact stamp) -> pose, markers, path."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Path
+from rclpy.node import Node
+from visualization_msgs.msg import Marker, MarkerArray
+
+from admn_ros.data.preprocess import Preprocess
+from admn_ros.msg import LayerAllocation
+from admn_ros.nodes.common import (
+    NS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    Drops,
+    declare,
+    diagnostic,
+    params,
+    spin_main,
+    stamp_ns,
+    to_stamp,
+)
+from admn_ros.nodes.images import InputError
+from admn_ros.nodes.localise import (
+    CM,
+    Estimate,
+    Localiser,
+    active_from_msg,
+    ellipse_points,
+    pose_covariance,
+)
+from admn_ros.nodes.models import load_admn
+from admn_ros.nodes.samples import StampedBuffer, sample_inputs
+from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
+from admn_ros.nodes.sync import SyncedSample
+
+PARAMS = {
+    **SENSOR_PARAMS,
+    "weights": ("ADMN checkpoint (backbones + fusion + head)",),
+    "backend": ("inference backend: eager | compile | tensorrt | auto",),
+    "pair_buffer": ("allocations waiting for their sample's frames (by exact stamp)", 1, 1000),
+    "frame_buffer": ("recent frames kept per sensor topic", 2, 1000),
+    "path_length": ("poses kept in /admn/path", 1, 100000),
+    "frame_id": ("frame of the published pose (world = OptiTrack frame, metres, y up)",),
+    "sensor_positions": ("x, y, z of each sensor node in `frame_id`, flattened (markers)",),
+    "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+}
+FUSION_REASONS = ("no_sample", "bad_allocation", "model_error")
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+class FusionNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("admn_fusion", **kwargs)
+        declare(self, "admn_fusion", PARAMS)
+        self.p = params(self, PARAMS)
+        model = load_admn(self.p["weights"])
+        self.localiser = Localiser(model, self.p["backend"])
+        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.drops = Drops(self.get_logger())
+        self.records: list[dict] = []  # one per published pose (read by `admn run`)
+        self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
+        self.nodes = list(self.p["sensor_nodes"])
+        self.keys = sensor_keys(self, model.cfg.modalities)
+        self.frames = StampedBuffer(self.keys, SLOW_MODALITIES, int(self.p["sync_slop_s"] * NS),
+                                    int(self.p["radar_max_age_s"] * NS), self.p["frame_buffer"])
+        self.received = 0
+        self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
+        self.path = Path()
+        self.path.header.frame_id = self.p["frame_id"]
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/admn/pose", RELIABLE_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, "/admn/markers", RELIABLE_QOS)
+        self.path_pub = self.create_publisher(Path, "/admn/path", RELIABLE_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.create_subscription(LayerAllocation, "/admn/allocation", self.on_allocation,
+                                 RELIABLE_QOS)
+        self.create_subscription(PoseStamped, "/mocap/car/pose", self.on_truth, SENSOR_QOS)
+        self.subs = subscribe_sensors(self, self.keys, self.on_frame)
+        self.create_timer(self.p["diagnostics_period_s"], self.publish_diagnostics)
+
+    # ---------------------------------------------------------------- callbacks
+    def on_frame(self, key: tuple[str, str], msg) -> None:
+        self.received += 1
+        if not self.frames.add(key, stamp_ns(msg.header.stamp), msg):
+            self.drops("clock_backwards", "sensor stamps jumped back; buffers cleared")
+        if self.waiting:
+            self.run_ready()
+
+    def on_allocation(self, msg: LayerAllocation) -> None:
+        self.waiting[stamp_ns(msg.header.stamp)] = msg
+        while len(self.waiting) > self.p["pair_buffer"]:
+            self.waiting.popitem(last=False)
+            self.drops("no_sample", "an allocation's frames never arrived")
+        self.run_ready()
+
+    def run_ready(self) -> None:
+        """Localise every waiting allocation whose sample is complete (oldest first)."""
+        for stamp in list(self.waiting):
+            sample = self.frames.assemble(stamp)
+            if sample is False:
+                self.waiting.pop(stamp)
+                self.drops("no_sample", "a frame of the allocated sample was lost")
+            elif sample is not None:
+                self.on_pair(stamp, sample, self.waiting.pop(stamp))
+
+    def on_truth(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self.truth.append((stamp_ns(msg.header.stamp), p.x, p.z))
+
+    def on_pair(self, stamp: int, sample: SyncedSample, alloc: LayerAllocation) -> None:
+        est = self.localise(sample, alloc)
+        if est is not None:
+            self.publish(stamp, est, alloc)
+
+    # ---------------------------------------------------------------- work
+    def localise(self, sample: SyncedSample, alloc: LayerAllocation) -> Estimate | None:
+        model = self.localiser.model
+        try:
+            active = active_from_msg(alloc.active, alloc.modalities, alloc.layers_per_modality,
+                                     model)
+        except ValueError as exc:
+            self.drops("bad_allocation", str(exc))
+            return None
+        try:
+            inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.pre)
+            return self.localiser(inputs, active)
+        except InputError as exc:
+            self.drops(exc.reason, str(exc))
+        except (ValueError, RuntimeError) as exc:
+            self.drops("model_error", str(exc))
+        return None
+
+    def publish(self, stamp: int, est: Estimate, alloc: LayerAllocation) -> None:
+        frame = self.p["frame_id"]
+        msg = PoseWithCovarianceStamped()
+        msg.header.stamp = to_stamp(stamp, type(msg.header.stamp))
+        msg.header.frame_id = frame
+        msg.pose.pose.position.x = float(est.mean_cm[0] * CM)
+        msg.pose.pose.position.z = float(est.mean_cm[1] * CM)
+        msg.pose.pose.orientation.w = 1.0
+        msg.pose.covariance = pose_covariance(est.cov_cm2)
+        if self.path.poses and stamp < stamp_ns(self.path.poses[-1].header.stamp):
+            self.path.poses = []  # clock went backwards (looping bag): start a new path
+        self.pose_pub.publish(msg)
+        now = self.get_clock().now().nanoseconds
+        self.records.append({"stamp_ns": stamp, "latency_ms": (now - stamp) / 1e6,
+                             "backbone_ms": est.backbone_ms, "fusion_ms": est.fusion_ms,
+                             "controller_ms": float(alloc.controller_ms),
+                             "x_cm": float(est.mean_cm[0]), "z_cm": float(est.mean_cm[1])})
+        ps = PoseStamped(header=msg.header, pose=msg.pose.pose)
+        self.path.poses.append(ps)
+        del self.path.poses[: -self.p["path_length"]]
+        self.path.header.stamp = msg.header.stamp
+        self.path_pub.publish(self.path)
+        self.marker_pub.publish(self.markers(msg, est))
+
+    def markers(self, pose: PoseWithCovarianceStamped, est: Estimate) -> MarkerArray:
+        h = pose.header
+        out = MarkerArray()
+        out.markers.append(marker(h, "prediction", 0, Marker.SPHERE, (0.1, 0.4, 1.0),
+                                  pose.pose.pose.position, 0.15))
+        ell = marker(h, "covariance", 0, Marker.LINE_STRIP, (0.1, 0.4, 1.0), None, 0.02)
+        ell.points = [Point(x=float(x), y=0.01, z=float(z))
+                      for x, z in ellipse_points(est.mean_cm, est.cov_cm2)]
+        out.markers.append(ell)
+        stamp = stamp_ns(h.stamp)
+        near = [t for t in self.truth if abs(t[0] - stamp) <= self.p["ground_truth_max_age_s"] * NS]
+        if near:
+            _, x, z = min(near, key=lambda t: abs(t[0] - stamp))
+            out.markers.append(marker(h, "ground_truth", 0, Marker.SPHERE, (0.1, 0.9, 0.2),
+                                      Point(x=x, y=0.0, z=z), 0.12))
+        xyz = list(self.p["sensor_positions"])
+        for k in range(len(xyz) // 3):
+            out.markers.append(marker(h, "sensor_nodes", k, Marker.CUBE, (0.9, 0.6, 0.1),
+                                      Point(x=xyz[3 * k], y=xyz[3 * k + 1], z=xyz[3 * k + 2]),
+                                      0.2))
+        return out
+
+    def publish_diagnostics(self) -> None:
+        lat = [r["latency_ms"] for r in self.records[-200:]]
+        values = {"poses": len(self.records), "latency_ms_p50": round(percentile(lat, 50), 2),
+                  "latency_ms_p95": round(percentile(lat, 95), 2),
+                  "backbone_ms_p50": round(percentile(
+                      [r["backbone_ms"] for r in self.records[-200:]], 50), 2),
+                  "backend": self.localiser.backend,
+                  **{f"dropped.{k}": v for k, v in self.drops.counts.items()}}
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [diagnostic("admn_fusion: localisation", self.get_fully_qualified_name(),
+                                 values, level=1 if self.drops.counts else 0)]
+        self.diag_pub.publish(arr)
+
+
+def marker(header, ns: str, mid: int, kind: int, rgb, position, size: float) -> Marker:
+    m = Marker(header=header, ns=ns, id=mid, type=kind, action=Marker.ADD)
+    m.color.r, m.color.g, m.color.b, m.color.a = (*map(float, rgb), 1.0)
+    if position is not None:
+        m.pose.position = position
+    m.pose.orientation.w = 1.0
+    m.scale.x = m.scale.y = m.scale.z = float(size)
+    return m
+
+
+NODE = FusionNode  # what `admn run` instantiates
+
+
+def main(args=None) -> int:
+    return spin_main(FusionNode, args)

@@ -1,0 +1,105 @@
+"""The graph, described once: `launch/gdtm_tracking.launch.py` and `admn run` both build
+their nodes from `describe_graph`, so the two cannot drift.
+
+Each entry names the installed executable (`admn_ros.nodes.<executable>_node:main`), the node
+name, the parameter files and overrides, and the remappings, exactly as launch_ros takes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from admn_ros.nodes.common import share_dir
+
+GRAPH_INPUTS = {  # graph input topic template -> modality (what a topics config may remap)
+    "/{node}/camera/color/image_raw": "rgb",
+    "/{node}/camera/depth/image_raw": "depth",
+    "/{node}/radar/range_doppler": "radar",
+}
+SENSOR_NODES = ("node1", "node2", "node3")
+
+
+@dataclass
+class NodeSpec:
+    executable: str
+    name: str
+    parameters: list[Any] = field(default_factory=list)  # params-file paths and dicts
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def module(self) -> str:
+        return f"admn_ros.nodes.{self.executable}_node"
+
+
+@dataclass
+class GraphOptions:
+    bag: str = ""  # empty: live (sensor drivers publish), no player
+    weights: str = ""  # empty: config/nodes.yaml default
+    controller_weights: list[str] | None = None
+    budget: str = "simulated"  # power-monitor source, or a number = manual budget
+    budget_profile: str = ""  # config/power/*.yaml for the simulated source
+    backend: str = ""
+    rate: float = 1.0
+    inject: str = ""  # config/inject/*.yaml; empty = no injector
+    topics: str = ""  # config/topics/*.yaml (live mode)
+    use_sim_time: bool | None = None  # default: True with a bag
+    nodes_yaml: str = ""  # default: <share>/config/nodes.yaml
+
+
+def topic_remappings(topics_file: str) -> list[tuple[str, str]]:
+    """config/topics/*.yaml `inputs: {node1: {rgb: /cam/..., ...}, mocap: ...}` -> remappings."""
+    if not topics_file:
+        return []
+    data = yaml.safe_load(Path(topics_file).read_text()) or {}
+    out = []
+    by_modality = {m: t for t, m in GRAPH_INPUTS.items()}
+    for node, topics in (data.get("inputs") or {}).items():
+        for modality, topic in topics.items():
+            if modality not in by_modality:
+                raise ValueError(f"{topics_file}: inputs.{node}: expected rgb | depth | radar, "
+                                 f"got {modality!r}")
+            out.append((by_modality[modality].replace("{node}", node), topic))
+    if data.get("ground_truth"):
+        out.append(("/mocap/car/pose", data["ground_truth"]))
+    return out
+
+
+def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
+    """The nodes of one run, in start order (player last, so the graph is up when it plays)."""
+    nodes_yaml = opt.nodes_yaml or str(share_dir() / "config" / "nodes.yaml")
+    sim = bool(opt.bag) if opt.use_sim_time is None else opt.use_sim_time
+    common = {"use_sim_time": sim}
+    model = {"weights": opt.weights} if opt.weights else {}
+    if opt.controller_weights is not None:
+        model["controller_weights"] = list(opt.controller_weights) or [""]
+    fusion = {k: v for k, v in (("weights", opt.weights), ("backend", opt.backend)) if v}
+    remap = topic_remappings(opt.topics)
+
+    power: dict[str, Any] = dict(common)
+    if opt.budget.isdigit():
+        power.update(source="manual", manual_budget=int(opt.budget))
+    else:
+        power["source"] = opt.budget
+    if opt.budget_profile:
+        power["profile"] = opt.budget_profile
+
+    specs = [
+        NodeSpec("power_monitor", "admn_power_monitor", [nodes_yaml, power]),
+        NodeSpec("controller", "admn_controller", [nodes_yaml, {**common, **model}], remap),
+        NodeSpec("fusion", "admn_fusion", [nodes_yaml, {**common, **fusion}], remap),
+    ]
+    if opt.inject:
+        specs.append(NodeSpec("corruption_injector", "admn_corruption_injector",
+                              [nodes_yaml, {**common, "schedule": opt.inject}]))
+    if opt.bag:
+        # the player is the clock: it runs on wall time and publishes /clock
+        player = {"use_sim_time": False, "bag": opt.bag, "rate": float(opt.rate),
+                  "publish_clock": True}
+        if opt.inject:
+            player["image_topic_prefix"] = "/raw"
+        specs.append(NodeSpec("bag_player", "admn_bag_player", [nodes_yaml, player]))
+    return specs

@@ -1,0 +1,71 @@
+"""Loading the shipped weights for the nodes, with errors that say what to do."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from admn_ros.core.checkpoint import load_checkpoint
+from admn_ros.core.controller import Controller
+from admn_ros.core.model import ADMN
+from admn_ros.nodes.common import resolve
+
+GET_WEIGHTS = ("get the default weights with `make train` (writes models/), or pass the "
+               "`weights` parameter / `--weights` pointing at a checkpoint")
+
+
+class WeightsError(RuntimeError):
+    """Missing, corrupted or mismatched weights: the message names the path and the fix."""
+
+
+def _check_sha(path: Path) -> None:
+    """If a SHA256SUMS beside the file lists it, the file must match."""
+    sums = path.parent / "SHA256SUMS"
+    if not sums.exists():
+        return
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and Path(parts[1].lstrip("*")).name == path.name:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != parts[0]:
+                raise WeightsError(f"{path}: SHA-256 {digest[:12]}… does not match {sums} "
+                                   f"({parts[0][:12]}…); re-fetch or retrain: {GET_WEIGHTS}")
+
+
+def load_module(path: str, kind: str) -> tuple[torch.nn.Module, dict]:
+    """An eval-mode ADMN or Controller from a core checkpoint, and its meta."""
+    p = resolve(path)
+    if not p.is_file():
+        raise WeightsError(f"{kind} weights not found at {p}: {GET_WEIGHTS}")
+    _check_sha(p)
+    try:
+        ck = load_checkpoint(p, kind=kind)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise WeightsError(f"{p}: not a usable {kind} checkpoint ({exc}); {GET_WEIGHTS}") from None
+    return ck.module.eval(), dict(ck.meta)
+
+
+def load_admn(path: str) -> ADMN:
+    return load_module(path, "admn")[0]
+
+
+def load_controllers(paths: list[str], model: ADMN | None = None
+                     ) -> tuple[Controller | None, dict[int, Controller]]:
+    """(universal controller or None, {budget: per-budget controller}); configs must match
+    the main model's modalities, nodes and depth when `model` is given."""
+    universal, per_budget = None, {}
+    for path in paths:
+        ctl, meta = load_module(path, "controller")
+        if model is not None:
+            a, b = ctl.cfg, model.cfg
+            if (a.modalities, a.nodes, a.depth) != (b.modalities, b.nodes, b.depth):
+                raise WeightsError(f"{resolve(path)}: controller for {a.modalities} x {a.depth} "
+                                   f"blocks does not match the model's {b.modalities} x "
+                                   f"{b.depth}; {GET_WEIGHTS}")
+        if ctl.cfg.controller.budget_token:
+            universal = ctl
+        else:
+            per_budget[int(meta.get("budget", 0))] = ctl
+    return universal, per_budget

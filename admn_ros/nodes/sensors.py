@@ -1,0 +1,90 @@
+"""The 9 sensor subscriptions and their synchronisation, shared by controller and fusion.
+
+Design: the controller node synchronises the 9 topics (`SampleSync`) and stamps each sample
+with its newest camera stamp; its LayerAllocation carries that stamp. The fusion node
+subscribes to the same 9 topics, keeps the recent messages in a bounded stamp-keyed buffer
+(`samples.StampedBuffer`) and, when an allocation arrives, rebuilds exactly that sample from
+the stamp (never a stale or a guessed one); allocations wait (bounded) for late frames.
+
+Where ROS 2 `message_filters` is installed, its ApproximateTimeSynchronizer pairs the camera
+topics; here `sync.ApproximateSync` (same semantics) does. Radar (4 Hz) is attached as the
+latest frame within `radar_max_age_s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sensor_msgs.msg import CompressedImage, Image
+
+from admn_ros.nodes.common import SENSOR_QOS, stamp_ns
+from admn_ros.nodes.sync import SampleSync, SyncedSample
+
+try:  # real ROS install
+    import message_filters
+except ImportError:  # here: the module with the same semantics
+    message_filters = None
+
+SENSOR_PARAMS = {
+    "sensor_nodes": ("sensor node names, in the model's order",),
+    "rgb_topic": ("RGB topic template ({node} is replaced); '/compressed' suffix = "
+                  "sensor_msgs/CompressedImage",),
+    "depth_topic": ("depth topic template (16UC1 mm or 32FC1 m)",),
+    "radar_topic": ("radar range-doppler topic template (32FC1)",),
+    "sync_slop_s": ("approximate-time slop between the camera frames of one sample, s",
+                    0.0, 1.0),
+    "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100),
+    "radar_max_age_s": ("oldest radar frame still attached to a camera set, s", 0.0, 5.0),
+}
+SLOW_MODALITIES = ("radar",)
+
+
+def topic_of(template: str, node: str) -> str:
+    return template.replace("{node}", node)
+
+
+def sensor_keys(node, modalities: list[str]) -> list[tuple[str, str]]:
+    return [(n, m) for n in node.get_parameter("sensor_nodes").value for m in modalities]
+
+
+def subscribe_sensors(node, keys: list[tuple[str, str]], on_msg: Callable) -> list:
+    """One SENSOR_QOS subscription per (node, modality); `on_msg(key, msg)`."""
+    subs = []
+    for key in keys:
+        topic = topic_of(node.get_parameter(f"{key[1]}_topic").value, key[0])
+        msg_type = CompressedImage if topic.endswith("/compressed") else Image
+        subs.append(node.create_subscription(msg_type, topic, lambda m, k=key: on_msg(k, m),
+                                             SENSOR_QOS))
+    return subs
+
+
+class SensorInputs:
+    """Creates the subscriptions on `node`; calls `on_sample(SyncedSample)` / `on_drop(reason)`."""
+
+    def __init__(self, node, modalities: list[str], on_sample: Callable[[SyncedSample], None],
+                 on_drop: Callable[[str], None]) -> None:
+        p = {n: node.get_parameter(n).value for n in SENSOR_PARAMS}
+        self.nodes = list(p["sensor_nodes"])
+        keys = sensor_keys(node, modalities)
+        self.sync = SampleSync(keys, SLOW_MODALITIES, p["sync_queue_size"], p["sync_slop_s"],
+                               p["radar_max_age_s"], on_sample, on_drop)
+        self.subs = []
+        self.received = 0
+        fast = []
+        for key in keys:
+            topic = topic_of(p[f"{key[1]}_topic"], key[0])
+            msg_type = CompressedImage if topic.endswith("/compressed") else Image
+            if message_filters is not None and key[1] not in SLOW_MODALITIES:
+                fast.append(message_filters.Subscriber(node, msg_type, topic,
+                                                       qos_profile=SENSOR_QOS))
+                continue
+            self.subs += subscribe_sensors(node, [key], self.add)
+        if fast:  # real ROS: message_filters pairs the cameras, SampleSync attaches radar
+            self.mf = message_filters.ApproximateTimeSynchronizer(
+                fast, p["sync_queue_size"], p["sync_slop_s"])
+            self.mf.registerCallback(
+                lambda *msgs: self.sync._on_set(*[(stamp_ns(m.header.stamp), m) for m in msgs]))
+
+    def add(self, key: tuple[str, str], msg) -> None:
+        self.received += 1
+        self.sync.add(key, stamp_ns(msg.header.stamp), msg)

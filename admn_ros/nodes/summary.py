@@ -1,0 +1,150 @@
+"""summary.json and the two plots of `admn run`, from what the run recorded; no ROS here."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class RunRecord:
+    """What `admn run` collected (stamps in ns on the recording's clock)."""
+
+    frames_in: int = 0
+    samples_synced: int = 0
+    poses: list[dict] = field(default_factory=list)  # fusion records (stamp_ns, x_cm, ...)
+    allocations: list[dict] = field(default_factory=list)  # stamp_ns, budget, active [M*D]
+    budgets: list[tuple[int, int]] = field(default_factory=list)  # (stamp_ns, layers)
+    truth: list[tuple[int, float, float]] = field(default_factory=list)  # (stamp_ns, x_m, z_m)
+    dropped: Counter = field(default_factory=Counter)
+    modalities: list[str] = field(default_factory=list)
+    layers_per_modality: int = 0
+    windows: list[dict] = field(default_factory=list)  # injection windows (start/end ns, label)
+    extra: dict = field(default_factory=dict)
+
+
+def p(values, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+
+def errors_cm(poses: list[dict], truth: list[tuple[int, float, float]]) -> np.ndarray:
+    """Euclidean error of each pose vs ground truth interpolated at its stamp (cm)."""
+    if not poses or len(truth) < 2:
+        return np.zeros(0)
+    tr = np.array(sorted(truth))
+    t = np.array([r["stamp_ns"] for r in poses], float)
+    inside = (t >= tr[0, 0]) & (t <= tr[-1, 0])
+    gx = np.interp(t, tr[:, 0], tr[:, 1]) * 100.0
+    gz = np.interp(t, tr[:, 0], tr[:, 2]) * 100.0
+    px = np.array([r["x_cm"] for r in poses])
+    pz = np.array([r["z_cm"] for r in poses])
+    return np.hypot(px - gx, pz - gz)[inside]
+
+
+def summarise(rec: RunRecord) -> dict:
+    err = errors_cm(rec.poses, rec.truth)
+    layers = [sum(a["active"]) for a in rec.allocations]
+    budgets = [b for _, b in sorted(rec.budgets)]
+    changes = sum(1 for a, b in itertools.pairwise(budgets) if a != b)
+    per_mod = {}
+    if rec.allocations and rec.modalities:
+        act = np.array([a["active"] for a in rec.allocations], float)
+        act = act.reshape(len(act), len(rec.modalities), -1).sum(-1).mean(0)
+        per_mod = {m: round(float(v), 3) for m, v in zip(rec.modalities, act, strict=True)}
+    return {
+        "frames_in": rec.frames_in,
+        "samples_synced": rec.samples_synced,
+        "poses_out": len(rec.poses),
+        "allocations_out": len(rec.allocations),
+        "dropped": dict(sorted(rec.dropped.items())),
+        "mean_error_cm": round(float(err.mean()), 2) if err.size else None,
+        "mean_active_layers": round(float(np.mean(layers)), 3) if layers else None,
+        "mean_active_layers_per_modality": per_mod,
+        "budget_changes": changes,
+        "budgets": sorted(set(budgets)),
+        "latency_ms": {"p50": p([r["latency_ms"] for r in rec.poses], 50),
+                       "p95": p([r["latency_ms"] for r in rec.poses], 95)},
+        "controller_ms_p50": p([a["controller_ms"] for a in rec.allocations], 50),
+        "backbone_ms_p50": p([r["backbone_ms"] for r in rec.poses], 50),
+        "fusion_ms_p50": p([r["fusion_ms"] for r in rec.poses], 50),
+        **rec.extra,
+    }
+
+
+def write_summary(out: Path, summary: dict) -> Path:
+    path = Path(out) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def plot_trajectory(rec: RunRecord, path: Path, arena=(-2.0, 2.0, -2.0, 2.0),
+                    sensors: list[float] | None = None) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if rec.truth:
+        tr = np.array(sorted(rec.truth))
+        ax.plot(tr[:, 1], tr[:, 2], color="0.3", lw=1.5, label="ground truth")
+    if rec.poses:
+        budget_at = _budget_lookup(rec)
+        x = [r["x_cm"] / 100 for r in rec.poses]
+        z = [r["z_cm"] / 100 for r in rec.poses]
+        c = [budget_at(r["stamp_ns"]) for r in rec.poses]
+        sc = ax.scatter(x, z, c=c, s=10, cmap="viridis", label="prediction")
+        fig.colorbar(sc, ax=ax, label="layer budget", shrink=0.8)
+    if sensors:
+        ax.scatter(sensors[0::3], sensors[2::3], marker="s", color="tab:orange", label="nodes")
+    ax.set_xlim(arena[0] - 0.6, arena[1] + 0.6)
+    ax.set_ylim(arena[2] - 0.6, arena[3] + 0.6)
+    ax.add_patch(plt.Rectangle((arena[0], arena[2]), arena[1] - arena[0], arena[3] - arena[2],
+                               fill=False, ls="--", color="0.6"))
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("z (m)")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("ADMN: prediction vs ground truth")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _budget_lookup(rec: RunRecord):
+    allocs = {a["stamp_ns"]: a["budget"] for a in rec.allocations}
+    return lambda stamp: allocs.get(stamp, np.nan)
+
+
+def plot_allocation(rec: RunRecord, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    if rec.allocations:
+        t0 = min(a["stamp_ns"] for a in rec.allocations)
+        t = np.array([(a["stamp_ns"] - t0) / 1e9 for a in rec.allocations])
+        act = np.array([a["active"] for a in rec.allocations], float)
+        per = act.reshape(len(act), len(rec.modalities), -1).sum(-1)
+        ax.stackplot(t, per.T, labels=rec.modalities, alpha=0.8)
+        ax.step(t, [a["budget"] for a in rec.allocations], where="post", color="k", lw=1.5,
+                label="budget")
+        for w in rec.windows:
+            ax.axvspan((w["start_ns"] - t0) / 1e9, (w["end_ns"] - t0) / 1e9, color="red",
+                       alpha=0.12)
+            ax.text((w["start_ns"] - t0) / 1e9, ax.get_ylim()[1] * 0.95, w["label"],
+                    fontsize=7, color="darkred", va="top")
+    ax.set_xlabel("recording time (s)")
+    ax.set_ylabel("active blocks")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("Layers per modality (stacked), budget, injected corruptions (red)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -153,7 +153,7 @@ class FusionNode(Node):
         self.pose_pub.publish(msg)
         now = self.get_clock().now().nanoseconds
         self.records.append({"stamp_ns": stamp, "latency_ms": (now - stamp) / 1e6,
-                             "backbone_ms": est.backbone_ms, "fusion_ms": est.fusion_ms,
+                             "backbone_ms": est.backbone_ms,
                              "controller_ms": float(alloc.controller_ms),
                              "x_cm": float(est.mean_cm[0]), "z_cm": float(est.mean_cm[1])})
         ps = PoseStamped(header=msg.header, pose=msg.pose.pose)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from admn_ros.core.model import ADMN
+from admn_ros.engine import make_backend
 
 CM = 0.01  # model outputs centimetres; ROS wants metres
 
@@ -20,8 +21,7 @@ CM = 0.01  # model outputs centimetres; ROS wants metres
 class Estimate:
     mean_cm: np.ndarray  # [2] (x, z)
     cov_cm2: np.ndarray  # [2, 2]
-    backbone_ms: float
-    fusion_ms: float
+    backbone_ms: float  # the engine's run(): the allocated backbone blocks + fusion head
 
 
 def active_from_msg(flat: list[bool], modalities: list[str], layers: int, model: ADMN) -> Tensor:
@@ -38,29 +38,22 @@ def active_from_msg(flat: list[bool], modalities: list[str], layers: int, model:
 
 
 class Localiser:
-    """Runs `ADMN` for one sample and one mask ([M, D] bool, real block skipping).
+    """Backbones (exactly the allocated blocks) + fusion for one sample, through the inference
+    engine's backend (`admn_ros.engine.make_backend`: eager | compile | tensorrt | auto)."""
 
-    `backend`: eager | compile (torch.compile of each backbone) | auto. TensorRT lives in the
-    inference engine (`admn_ros.engine`); see docs/LIVE.md.
-    """
-
-    def __init__(self, model: ADMN, backend: str = "eager") -> None:
-        if backend not in ("eager", "compile", "auto", "tensorrt"):
-            raise ValueError(f"backend: expected eager | compile | tensorrt | auto, "
-                             f"got {backend!r}")
+    def __init__(self, model: ADMN, backend: str = "auto") -> None:
         self.model = model.eval()
-        self.backend = "eager" if backend in ("auto", "tensorrt") else backend
+        self.engine = make_backend(backend, self.model, None)
+        self.backend = self.engine.name
+        self.engine.warmup()
 
-    @torch.no_grad()
     def __call__(self, inputs: dict[str, Tensor], active: Tensor) -> Estimate:
         t0 = time.perf_counter()
-        feats = self.model.encode_all(inputs, active)
-        t1 = time.perf_counter()
-        pred = self.model.fuse(feats)
-        t2 = time.perf_counter()
-        tril = pred.scale_tril[0]
-        return Estimate(pred.mean[0].numpy().astype(float), (tril @ tril.T).numpy().astype(float),
-                        (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        pred = self.engine.run(self.engine.to_device(inputs), active)
+        ms = (time.perf_counter() - t0) * 1e3
+        tril = pred.scale_tril[0].float().cpu()
+        return Estimate(pred.mean[0].float().cpu().numpy().astype(float),
+                        (tril @ tril.T).numpy().astype(float), ms)
 
 
 def pose_covariance(cov_cm2: np.ndarray, unknown: float = 1e3) -> list[float]:

@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 if player.done and time.monotonic() - last_change > DRAIN_S:
                     break
             timed_out = time.monotonic() >= deadline
+            executor.shutdown(timeout_sec=2.0)
+            spinner.join(timeout=2.0)
             rec = recorder.finish(nodes, specs)
     finally:
         executor.shutdown(timeout_sec=1.0)

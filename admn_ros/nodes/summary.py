@@ -71,7 +71,6 @@ def summarise(rec: RunRecord) -> dict:
                        "p95": p([r["latency_ms"] for r in rec.poses], 95)},
         "controller_ms_p50": p([a["controller_ms"] for a in rec.allocations], 50),
         "backbone_ms_p50": p([r["backbone_ms"] for r in rec.poses], 50),
-        "fusion_ms_p50": p([r["fusion_ms"] for r in rec.poses], 50),
         **rec.extra,
     }
 

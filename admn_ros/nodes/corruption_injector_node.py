@@ -1,0 +1,77 @@
+"""Corruption injector: between the bag and the graph, corrupts scheduled sensor frames."""
+
+from __future__ import annotations
+
+import torch
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from admn_ros.data.config import load_data_config
+from admn_ros.data.image_codec import image_to_numpy, numpy_to_image_fields
+from admn_ros.nodes.common import NS, SENSOR_QOS, declare, params, resolve, spin_main, stamp_ns
+from admn_ros.nodes.inject import Corruption, corrupt_frame, load_schedule
+from admn_ros.nodes.sensors import topic_of
+
+PARAMS = {
+    "schedule": ("corruption schedule (config/inject/*.yaml); empty = pass through",),
+    "input_prefix": ("reads <prefix><topic> and publishes <topic>",),
+    "sensor_nodes": ("sensor node names",),
+    "rgb_topic": ("RGB topic template",),
+    "depth_topic": ("depth topic template",),
+    "radar_topic": ("radar topic template",),
+    "seed": ("seed of the noise draws", 0, 2**31 - 1),
+}
+
+
+class CorruptionInjectorNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("admn_corruption_injector", **kwargs)
+        declare(self, "admn_corruption_injector", PARAMS)
+        self.p = params(self, PARAMS)
+        self.schedule = load_schedule(resolve(self.p["schedule"])) if self.p["schedule"] else []
+        self.depth_max_mm = load_data_config().preprocess.depth_max_mm
+        self.generator = torch.Generator().manual_seed(self.p["seed"])
+        self.t0_ns: int | None = None
+        self.corrupted = 0
+        self.pubs, self.subs = {}, []
+        for node in self.p["sensor_nodes"]:
+            for modality in ("rgb", "depth", "radar"):
+                topic = topic_of(self.p[f"{modality}_topic"], node)
+                self.pubs[node, modality] = self.create_publisher(Image, topic, SENSOR_QOS)
+                self.subs.append(self.create_subscription(
+                    Image, self.p["input_prefix"] + topic,
+                    lambda msg, k=(node, modality): self.on_frame(k, msg), SENSOR_QOS))
+
+    def on_frame(self, key: tuple[str, str], msg: Image) -> None:
+        stamp = stamp_ns(msg.header.stamp)
+        if self.t0_ns is None or stamp < self.t0_ns - NS:  # first frame, or the bag looped
+            self.t0_ns = stamp
+        active = [c for c in self.schedule if (c.node, c.modality) == key
+                  and c.active((stamp - self.t0_ns) / NS)]
+        out = self.apply(key[1], msg, active) if active else msg
+        self.pubs[key].publish(out)
+
+    def apply(self, modality: str, msg: Image, active: list[Corruption]) -> Image:
+        try:
+            arr = image_to_numpy(msg)
+        except ValueError:
+            return msg  # not decodable: the graph's own checks count it
+        for c in active:
+            arr = corrupt_frame(arr, modality, c, self.depth_max_mm, self.generator)
+        self.corrupted += 1
+        fields = numpy_to_image_fields(arr, msg.encoding)
+        fields["data"] = fields["data"].tobytes()
+        return Image(header=msg.header, **fields)
+
+    def windows(self) -> list[dict]:
+        """Scheduled windows on the recording clock (for the allocation plot)."""
+        t0 = self.t0_ns or 0
+        return [{"start_ns": t0 + int(c.start_s * NS), "end_ns": t0 + int(c.end_s * NS),
+                 "label": c.label} for c in self.schedule]
+
+
+NODE = CorruptionInjectorNode  # what `admn run` instantiates
+
+
+def main(args=None) -> int:
+    return spin_main(CorruptionInjectorNode, args)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +36,18 @@ PRECISIONS: dict[str, torch.dtype] = {
 }
 # Policy used by `allocate` / `step` when the engine has no learned controller.
 FALLBACK_POLICY = "naive"
+
+
+@contextmanager
+def _without_onednn() -> Iterator[None]:
+    """Process-wide switch to the native CPU kernels for the duration of the block
+    (`torch.backends.mkldnn.flags` would also touch the TF32 flag and warn on every call)."""
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
 
 
 class EngineOutOfMemoryError(RuntimeError):
@@ -151,9 +163,7 @@ class Engine:
         """On CPU the controller's tiny convolutions (a few 3x3 kernels on 32 px inputs) run
         ~1.5x faster on the native kernels than through oneDNN, whose per-call set-up
         dominates at this size (measured on the demo model: 1.2 -> 0.8 ms)."""
-        if self.device.type == "cpu":
-            return torch.backends.mkldnn.flags(enabled=False)
-        return nullcontext()
+        return _without_onednn() if self.device.type == "cpu" else nullcontext()
 
     # ---------------------------------------------------------------- validation
     def check_inputs(self, inputs: dict[str, Tensor], img_size: int | None = None) -> int:

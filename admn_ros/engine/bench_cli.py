@@ -34,8 +34,9 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 ROWS_BEGIN, ROWS_END = "<!-- bench-rows:begin -->", "<!-- bench-rows:end -->"
 DOC_HEADER = (
     "| date | machine | torch | backend | device | precision | threads | L min/¼/full "
-    "| step p50 ms min/¼/full | ratio ¼/full | controller share ¼ | fixed overhead ms | JSON |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| step p50 ms min/¼/full | ratio ¼/full | controller share ¼ | fixed overhead ms "
+    "| load 1 min | JSON |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 # std of the random head used with random-init weights (the core zero-initialises it, which
 # would make every output equal and the fp16/bf16 error check meaningless)
@@ -160,7 +161,7 @@ def doc_row(res: dict, meta: dict, json_path: Path) -> str:
             f"| {res['device']} | {res['precision']} | {res['threads']} | {lo}/{q}/{hi} "
             f"| {step} | {res['ratio_quarter_to_full']:.3f} "
             f"| {res['controller_share_quarter']:.1%} | {res['fixed_overhead_ms']:.2f} "
-            f"| {shown} |")
+            f"| {meta['load_average'][0] if meta['load_average'] else '?'} | {shown} |")
 
 
 def append_doc_rows(doc: Path, rows: list[str]) -> None:

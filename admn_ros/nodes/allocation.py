@@ -23,7 +23,7 @@ class Allocation:
 
 
 class Allocator:
-    """Learned controllers (universal, or one per budget: exact match else the nearest budget)
+    """Learned controllers (the budget's own, else the universal one, else the nearest budget's)
     or a named policy (`naive`, `random`, `upper_bound`, `single:<m>`) when none is given."""
 
     def __init__(self, cfg: ModelConfig, universal: Controller | None,
@@ -42,6 +42,8 @@ class Allocator:
                              f"({self.cfg.num_modalities} modalities x {self.cfg.depth} blocks)")
 
     def _controller(self, layers: int) -> tuple[Controller, str]:
+        if layers in self.per_budget:
+            return self.per_budget[layers], f"learned-L{layers}"
         if self.universal is not None:
             return self.universal, "learned-universal"
         best = min(self.per_budget, key=lambda b: (abs(b - layers), b))

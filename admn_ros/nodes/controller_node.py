@@ -22,7 +22,7 @@ from admn_ros.nodes.common import (
     to_stamp,
 )
 from admn_ros.nodes.images import InputError
-from admn_ros.nodes.models import WeightsError, load_controllers
+from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
 from admn_ros.nodes.samples import sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SensorInputs
 from admn_ros.nodes.sync import SyncedSample
@@ -42,6 +42,9 @@ def build_allocator(p: dict) -> Allocator:
     """The node's allocator from its parameters (WeightsError names missing files)."""
     paths = [s for s in p["controller_weights"] if s]
     universal, per_budget = load_controllers(paths)
+    if not (universal or per_budget) and p["policy"] == "learned":
+        raise WeightsError(f"no controller weights found for {[resolve(x) for x in paths]}: "
+                           f"{GET_WEIGHTS}")
     if universal or per_budget:
         cfg = (universal or next(iter(per_budget.values()))).cfg
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -56,7 +57,11 @@ def load_controllers(paths: list[str], model: ADMN | None = None
     """(universal controller or None, {budget: per-budget controller}); configs must match
     the main model's modalities, nodes and depth when `model` is given."""
     universal, per_budget = None, {}
-    for path in paths:
+    files = []
+    for pattern in paths:  # entries may be glob patterns (models/controller_demo_L*.pt)
+        found = sorted(str(p) for p in resolve(pattern).parent.glob(resolve(pattern).name))
+        files += found if "*" in pattern else [pattern]
+    for path in files:
         ctl, meta = load_module(path, "controller")
         if model is not None:
             a, b = ctl.cfg, model.cfg
@@ -67,5 +72,6 @@ def load_controllers(paths: list[str], model: ADMN | None = None
         if ctl.cfg.controller.budget_token:
             universal = ctl
         else:
-            per_budget[int(meta.get("budget", 0))] = ctl
+            m = re.search(r"_L(\d+)\.pt$", str(path))
+            per_budget[int(meta.get("budget") or (m.group(1) if m else 0))] = ctl
     return universal, per_budget

@@ -50,8 +50,8 @@ def check_knob(name: str, value: float, lo: float, hi: float) -> float:
     return float(value)
 
 
-def knob_for_budget(mean_flops: Callable[[float], float], budget: float, name: str,
-                    lo: float, hi: float, increasing: bool) -> float:
+def knob_for_budget(mean_flops: Callable[[float], float], budget: float, method: str,
+                    name: str, lo: float, hi: float, increasing: bool) -> float:
     """The knob in [lo, hi] (lo >= 0) with the largest mean FLOPs not above `budget`.
 
     `mean_flops(knob)` must be monotone (`increasing` says which way). Bisection runs on
@@ -61,7 +61,7 @@ def knob_for_budget(mean_flops: Callable[[float], float], budget: float, name: s
     cheap, rich = (lo, hi) if increasing else (hi, lo)
     floor = mean_flops(cheap)
     if budget < floor:
-        raise ValueError(f"budget: {name} cannot meet {budget:.4g} FLOPs per sample; its "
+        raise ValueError(f"budget: {method} cannot meet {budget:.4g} FLOPs per sample; its "
                          f"cheapest operating point ({name}={cheap}) costs {floor:.4g}")
     if mean_flops(rich) <= budget:
         return rich

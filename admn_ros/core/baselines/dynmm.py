@@ -217,4 +217,5 @@ class DynMM(nn.Module):
             g, keep = self.decide(logits, lam, sample=False)
             return float(self.flops_of(g.argmax(-1), keep > 0.5).mean())
 
-        return knob_for_budget(mean_flops, budget_flops, "lam", 0.0, LAM_MAX, increasing=False)
+        return knob_for_budget(mean_flops, budget_flops, "DynMM", "lam", 0.0, LAM_MAX,
+                               increasing=False)

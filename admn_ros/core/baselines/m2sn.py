@@ -221,4 +221,5 @@ class M2SN(nn.Module):
             w = self.decide(logits, lam, self.cfg.tau_end, sample=False, hard=True)
             return float(self.flops_of(w.argmax(-1)).mean())
 
-        return knob_for_budget(mean_flops, budget_flops, "lam", 0.0, LAM_MAX, increasing=False)
+        return knob_for_budget(mean_flops, budget_flops, "M2SN", "lam", 0.0, LAM_MAX,
+                               increasing=False)

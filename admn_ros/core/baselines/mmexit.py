@@ -200,5 +200,5 @@ class MMExit(nn.Module):
         def mean_flops(thr: float) -> float:
             return float(self.exit_flops[self.first_exit(std, thr).cpu()].mean())
 
-        return knob_for_budget(mean_flops, budget_flops, "threshold_cm", 0.0, math.inf,
-                               increasing=False)
+        return knob_for_budget(mean_flops, budget_flops, "MMExit", "threshold_cm", 0.0,
+                               math.inf, increasing=False)

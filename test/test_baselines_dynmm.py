@@ -1,0 +1,126 @@
+"""DynMM: training, knob direction, real skipping at eval, knob and budget errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from test_baselines_helpers import (  # noqa: F401
+    count_block_calls,
+    single_thread,
+    tiny_batch,
+    tiny_cfg,
+    train_losses,
+)
+
+from admn_ros.core.baselines import DynMM
+from admn_ros.core.baselines.dynmm import LAM_MAX
+
+
+@pytest.fixture(scope="module")
+def model() -> DynMM:
+    torch.manual_seed(0)
+    return DynMM(tiny_cfg()).eval()
+
+
+def test_output_shapes_and_default_experts(model: DynMM) -> None:
+    x, lr, _ = tiny_batch(model.model_cfg)
+    with torch.no_grad():
+        out = model(x, lr, 0.1)
+    assert len(model.experts) == 7  # every non-empty subset of 3 modalities
+    assert out.pred.mean.shape == (4, 2) and out.mask.shape == (4, 3, 4)
+    assert out.fusion_keep.shape == (4, 1) and out.flops.shape == (4,)
+    # an expert runs its modalities at full depth and nothing of the others
+    rows = model.expert_masks[out.expert]
+    assert torch.equal(out.mask, rows[:, :, None].expand(-1, -1, 4))
+
+
+def test_training_loss_falls() -> None:
+    torch.manual_seed(0)
+    m = DynMM(tiny_cfg()).train()
+    x, lr, t = tiny_batch(m.model_cfg)
+    g = torch.Generator().manual_seed(0)
+    stage1 = train_losses(m, lambda: m.pretrain_loss(m(x, lr, random_gate=True, generator=g), t))
+    assert stage1[-1] < stage1[0]
+    stage2 = train_losses(m, lambda: m.loss(m(x, lr, 0.05, sample=False), t))
+    assert stage2[-1] < stage2[0]
+
+
+def test_more_lambda_fewer_flops(model: DynMM) -> None:
+    x, lr, _ = tiny_batch(model.model_cfg, batch=6)
+    with torch.no_grad():
+        flops = [float(model(x, lr, lam).flops.mean()) for lam in (0.0, 0.3, 1.0, 3.0, LAM_MAX)]
+    assert all(a >= b for a, b in itertools.pairwise(flops))
+    cheapest = float(model.expert_flops.min()) + model.fixed_flops
+    assert flops[-1] == pytest.approx(cheapest)  # cheapest expert, every fusion block skipped
+
+
+def test_training_with_lambda_lowers_expected_cost() -> None:
+    # paper-faithful mode: lambda acts only through the resource loss
+    torch.manual_seed(0)
+    m = DynMM(tiny_cfg(), {"lam_in_decision": False}).train()
+    x, lr, t = tiny_batch(m.model_cfg)
+    for p in m.model.parameters():
+        p.requires_grad_(False)
+
+    def soft_cost() -> float:
+        with torch.no_grad():
+            ex, fu = m.gate_logits(lr)
+            c = ex.softmax(-1) @ (m.expert_flops / m.full_flops).float()
+            return float((c + fu.softmax(-1)[..., 1].sum(1) * m.fusion_block_flops
+                          / m.full_flops).mean())
+
+    before = soft_cost()
+    train_losses(m, lambda: m.loss(m(x, lr, 5.0, sample=False), t))
+    assert soft_cost() < before
+
+
+def test_eval_runs_only_the_chosen_expert(model: DynMM) -> None:
+    x, lr, _ = tiny_batch(model.model_cfg, batch=3)
+    calls, handles = count_block_calls(model.model.backbones)
+    try:
+        with torch.no_grad():
+            out = model(x, lr, LAM_MAX)
+    finally:
+        for h in handles:
+            h.remove()
+    used = model.expert_masks[out.expert].any(0)
+    for i, m in enumerate(model.model_cfg.modalities):
+        assert (calls.get((m, 0), 0) > 0) == bool(used[i]), m
+
+
+def test_train_and_eval_forward_agree(model: DynMM) -> None:
+    x, lr, _ = tiny_batch(model.model_cfg)
+    with torch.no_grad():
+        model.train()
+        a = model(x, lr, 0.2, sample=False)
+        model.eval()
+        b = model(x, lr, 0.2)
+    assert torch.equal(a.expert, b.expert)
+    torch.testing.assert_close(a.pred.mean, b.pred.mean, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("lam", [-0.1, float("nan"), 2 * LAM_MAX, True])
+def test_bad_lambda(model: DynMM, lam: float) -> None:
+    x, lr, _ = tiny_batch(model.model_cfg, batch=2)
+    with pytest.raises(ValueError, match=r"lam: expected a value in \[0.0, 10000.0\]"):
+        model(x, lr, lam)
+
+
+def test_budget(model: DynMM) -> None:
+    x, lr, _ = tiny_batch(model.model_cfg, batch=4)
+    floor = float(model.expert_flops.min()) + model.fixed_flops
+    with pytest.raises(ValueError, match=r"budget: DynMM cannot meet .* \(lam=10000.0\)"):
+        model.knob_for_budget(lr, 0.5 * floor)
+    budget = 0.5 * (floor + model.full_flops)
+    lam = model.knob_for_budget(lr, budget)
+    with torch.no_grad():
+        assert float(model(x, lr, lam).flops.mean()) <= budget
+
+
+def test_bad_experts_config() -> None:
+    with pytest.raises(ValueError, match=r"experts\[0\]"):
+        DynMM(tiny_cfg(), {"experts": [["rgb", "lidar"]]})
+    with pytest.raises(ValueError, match="unknown config key"):
+        DynMM(tiny_cfg(), {"lambda": 0.1})

@@ -1,0 +1,61 @@
+"""Shared tiny set-up for the baseline tests (no tests here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_core_helpers import rand_inputs, tiny_cfg
+from torch import nn
+
+from admn_ros.core.config import ModelConfig
+from admn_ros.core.model import downsample
+
+TRAIN_STEPS = 8
+LEARNING_RATE = 3e-3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models on 2 shared cores: one intra-op thread avoids oversubscription (10x here).
+    Imported by every baseline test module; restores the previous setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_batch(cfg: ModelConfig, batch: int = 4, seed: int = 0
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """Random inputs, their low-res copies and targets (cm) inside the arena."""
+    x = rand_inputs(cfg, batch=batch, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    target = (torch.rand(batch, 2, generator=g) - 0.5) * 200
+    return x, downsample(x, cfg.controller.img_size), target
+
+
+def train_losses(module: nn.Module, step_loss, steps: int = TRAIN_STEPS) -> list[float]:
+    """Adam on `step_loss() -> LossTerms` for a few steps on one batch; the totals."""
+    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], LEARNING_RATE)
+    out = []
+    for _ in range(steps):
+        loss = step_loss().total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(float(loss.detach()))
+    return out
+
+
+def count_block_calls(vits: nn.ModuleDict) -> tuple[dict[tuple[str, int], int], list]:
+    """Forward hooks counting calls of every backbone block."""
+    calls: dict[tuple[str, int], int] = {}
+    handles = []
+    for m, vit in vits.items():
+        for i, blk in enumerate(vit.blocks):
+            def hook(_mod, _inp, _out, key=(m, i)):
+                calls[key] = calls.get(key, 0) + 1
+            handles.append(blk.register_forward_hook(hook))
+    return calls, handles
+
+
+__all__ = ["count_block_calls", "single_thread", "tiny_batch", "tiny_cfg", "train_losses"]

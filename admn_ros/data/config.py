@@ -1,77 +1,37 @@
-"""Strict YAML configs of the data layer: scenes (generator) and data.yaml (layout, splits)."""
+"""Strict YAML configs of the data layer: scenes (generator) and data.yaml (layout, splits).
+
+Loaded with the core's generic strict loader (`admn_ros.core.config.from_dict`); errors name
+the file (or "scene" / "data config" for dicts) and the key path.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
+from admn_ros.core.config import from_dict, load_yaml
+
+T = TypeVar("T")
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SCENES_DIR = CONFIG_DIR / "scenes"
 DATA_CONFIG = CONFIG_DIR / "data.yaml"
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass `cls` from a dict; unknown or missing keys raise ValueError."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{where}: missing key {f.name!r}")
-            continue
-        kwargs[f.name] = _convert(hints[f.name], raw[f.name], f"{where}.{f.name}")
-    return cls(**kwargs)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    origin = typing.get_origin(tp)
-    if origin is dict:
-        _, vt = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping")
-        return {str(k): _convert(vt, v, f"{where}.{k}") for k, v in value.items()}
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        (it, *_) = typing.get_args(tp) or (Any,)
-        return tuple(_convert(it, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(inner, value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    return value
+def _build(cls: type[T], raw: Any, where: str) -> T:
+    """`from_dict` (the core's strict loader), its errors prefixed with the file or source."""
+    try:
+        return from_dict(cls, raw)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _load_yaml(path: Path) -> dict:
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        return load_yaml(path)
     except OSError as err:
         raise ValueError(f"{path}: cannot read config ({err})") from None
-    return raw or {}
 
 
 # --------------------------------------------------------------------------- scene config

@@ -9,6 +9,7 @@ import torch
 from test_core_helpers import rand_inputs, tiny_cfg
 
 from admn_ros.core.checkpoint import (
+    CheckpointKind,
     load_checkpoint,
     load_pretrained_backbone,
     resize_pos_embed,
@@ -103,3 +104,20 @@ def test_resize_pos_embed_identity() -> None:
     pos = torch.randn(1, 17, 8)
     assert torch.equal(resize_pos_embed(pos, 4), pos)
     assert resize_pos_embed(pos, 6).shape == (1, 37, 8)
+
+
+def test_other_registries_use_the_same_functions(tmp_path: Path) -> None:
+    """A layer with its own kinds (the baselines) passes `kinds=`; a module of an unregistered
+    class, or a file of a kind the registry cannot build, fails naming what was expected."""
+    kinds = {"ctrl2": CheckpointKind(Controller)}
+    cfg = tiny_cfg()
+    save_checkpoint(tmp_path / "c.pt", Controller(cfg), kinds=kinds)
+    ck = load_checkpoint(tmp_path / "c.pt", kind="ctrl2", kinds=kinds)
+    assert ck.kind == "ctrl2" and ck.configs == {"model": cfg} and ck.model_config == cfg
+    with pytest.raises(ValueError, match=r"expected a module in \['Controller'\], got ADMN"):
+        save_checkpoint(tmp_path / "a.pt", ADMN(cfg), kinds=kinds)
+    save_checkpoint(tmp_path / "a.pt", ADMN(cfg))
+    with pytest.raises(ValueError, match=r"expected kind in \['ctrl2'\], got 'admn'"):
+        load_checkpoint(tmp_path / "a.pt", kinds=kinds)
+    with pytest.raises(ValueError, match=r"expected a 'ctrl2' checkpoint, got 'admn'"):
+        load_checkpoint(tmp_path / "a.pt", into=Controller(cfg), kinds=kinds)

@@ -1,12 +1,14 @@
 """One-file checkpoints (weights + model config + version) and MAE/timm backbone loading.
 
 File layout (`torch.save` dict): `{"format": "admn_ros/1", "kind": "admn" | "controller",
-"model_config": dict, "state_dict": dict, "meta": dict}`.
+"model_config": dict, "state_dict": dict, "meta": dict}`. Each kind's class and stored configs
+come from a registry (`KINDS`, `CheckpointKind`): other layers pass theirs as `kinds=` (the
+baselines add a `"baseline_config"` entry), so one save/load serves every kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,31 @@ from admn_ros.core.model import ADMN
 from admn_ros.core.vit import VisionTransformer
 
 FORMAT = "admn_ros/1"
-KINDS: dict[str, type[nn.Module]] = {"admn": ADMN, "controller": Controller}
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One config a module kind stores: file key `<name>_config`, module attribute, loader."""
+
+    name: str
+    attr: str
+    load: Callable[[Any], Any]
+
+
+MODEL_CONFIG = ConfigEntry("model", "cfg", load_model_config)
+
+
+@dataclass(frozen=True)
+class CheckpointKind:
+    """How one module kind is stored: its class and its configs, in constructor order."""
+
+    cls: type[nn.Module]
+    configs: tuple[ConfigEntry, ...] = (MODEL_CONFIG,)
+
+
+# the core's kinds; other layers (baselines) pass their own registry as `kinds=`
+KINDS: dict[str, CheckpointKind] = {"admn": CheckpointKind(ADMN),
+                                    "controller": CheckpointKind(Controller)}
 # wrappers that training scripts put in front of encoder keys
 KEY_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
 # keys of MAE decoders / timm classifier heads that a backbone does not have
@@ -36,23 +62,27 @@ class Checkpoint:
     model_config: ModelConfig
     module: nn.Module
     meta: dict[str, Any] = field(default_factory=dict)
+    configs: dict[str, Any] = field(default_factory=dict)  # every stored config, by entry name
 
 
-def _kind_of(module: nn.Module) -> str:
-    for kind, cls in KINDS.items():
-        if isinstance(module, cls):
+def _kind_of(module: nn.Module, kinds: Mapping[str, CheckpointKind]) -> str:
+    for kind, spec in kinds.items():
+        if isinstance(module, spec.cls):
             return kind
-    raise ValueError(f"save_checkpoint: expected an ADMN or a Controller, got "
-                     f"{type(module).__name__}")
+    names = [spec.cls.__name__ for spec in kinds.values()]
+    raise ValueError(f"checkpoint: expected a module in {names}, got {type(module).__name__}")
 
 
-def save_checkpoint(path: str | Path, module: ADMN | Controller,
-                    meta: Mapping[str, Any] | None = None) -> None:
-    """Write weights, the module's ModelConfig and `meta` (epoch, metrics, ...) to one file."""
+def save_checkpoint(path: str | Path, module: nn.Module, meta: Mapping[str, Any] | None = None,
+                    kinds: Mapping[str, CheckpointKind] | None = None) -> None:
+    """Write weights, the module's configs (ADMN / Controller: its ModelConfig) and `meta`
+    (epoch, metrics, ...) to one file. `kinds`: the registry `module` belongs to (core KINDS)."""
+    kinds = KINDS if kinds is None else kinds
+    kind = _kind_of(module, kinds)
     payload = {
         "format": FORMAT,
-        "kind": _kind_of(module),
-        "model_config": to_dict(module.cfg),
+        "kind": kind,
+        **{f"{e.name}_config": to_dict(getattr(module, e.attr)) for e in kinds[kind].configs},
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "meta": dict(meta or {}),
     }
@@ -63,38 +93,63 @@ def save_checkpoint(path: str | Path, module: ADMN | Controller,
     tmp.replace(path)  # atomic: a reader never sees half a file
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict after checking its format."""
+def read_checkpoint(path: str | Path,
+                    kinds: Mapping[str, CheckpointKind] | None = None) -> dict[str, Any]:
+    """The raw checkpoint dict after checking its format and that its kind is a core kind or
+    one of `kinds`."""
+    known = {**KINDS, **(kinds or {})}
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: expected an admn_ros checkpoint (format {FORMAT!r}), "
                          f"got {got!r}")
-    if data.get("kind") not in KINDS:
-        raise ValueError(f"{path}: expected kind in {list(KINDS)}, got {data.get('kind')!r}")
+    if data.get("kind") not in known:
+        raise ValueError(f"{path}: expected kind in {list(known)}, got {data.get('kind')!r}")
     return data
 
 
-def load_checkpoint(path: str | Path, into: nn.Module | None = None,
-                    kind: str | None = None) -> Checkpoint:
-    """Load a checkpoint. With `into`, its config must equal the file's (ValueError naming the
+def load_checkpoint(path: str | Path, into: nn.Module | None = None, kind: str | None = None,
+                    kinds: Mapping[str, CheckpointKind] | None = None) -> Checkpoint:
+    """Load a checkpoint. With `into`, its configs must equal the file's (ValueError naming the
     differing fields) and weights are loaded into it; otherwise a module is built from the file.
-    `kind` ("admn" | "controller") checks what the file holds."""
-    data = read_checkpoint(path)
-    if kind is not None and data["kind"] != kind:
-        raise ValueError(f"{path}: expected a {kind!r} checkpoint, got {data['kind']!r}")
-    cfg = load_model_config(data["model_config"])
+    `kind` ("admn" | "controller", or a key of `kinds`) and `into`'s kind check what the file
+    holds. `kinds`: the registry to build from (default: the core's KINDS)."""
+    kinds = KINDS if kinds is None else kinds
+    want = kind
+    if into is not None:
+        want = _kind_of(into, kinds)
+        if kind is not None and kind != want:
+            raise ValueError(f"kind: expected {want!r} (the module's), got {kind!r}")
+    data = read_checkpoint(path, kinds)
+    got = data["kind"]
+    if want is not None and got != want:
+        raise ValueError(f"{path}: expected a {want!r} checkpoint, got {got!r}")
+    if got not in kinds:
+        raise ValueError(f"{path}: expected kind in {list(kinds)}, got {got!r}")
+    entries = kinds[got].configs
+    configs = {e.name: e.load(data[f"{e.name}_config"]) for e in entries}
     if into is None:
-        into = KINDS[data["kind"]](cfg)
+        into = kinds[got].cls(*configs.values())
     else:
-        if _kind_of(into) != data["kind"]:
-            raise ValueError(f"{path}: expected a {_kind_of(into)!r} checkpoint, "
-                             f"got {data['kind']!r}")
-        diff = config_diff(into.cfg, cfg)
-        if diff:
-            raise ValueError(f"{path}: model config differs from the module's in {diff}")
+        _check_configs(path, into, entries, configs)
     into.load_state_dict(data["state_dict"])
-    return Checkpoint(data["kind"], cfg, into, data.get("meta", {}))
+    return Checkpoint(got, configs["model"], into, data.get("meta", {}), configs)
+
+
+def _check_configs(path: str | Path, module: nn.Module, entries: tuple[ConfigEntry, ...],
+                   configs: Mapping[str, Any]) -> None:
+    """ValueError naming the fields where `module`'s configs differ from the file's (prefixed
+    with the entry name when a kind stores more than one config)."""
+    if len(entries) == 1:
+        (e,) = entries
+        diff = config_diff(getattr(module, e.attr), configs[e.name])
+        what = f"{e.name} config"
+    else:
+        diff = [f"{e.name}.{k}" for e in entries
+                for k in config_diff(getattr(module, e.attr), configs[e.name])]
+        what = "config"
+    if diff:
+        raise ValueError(f"{path}: {what} differs from the module's in {diff}")
 
 
 # --------------------------------------------------------------------------------------------

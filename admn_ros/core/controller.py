@@ -128,6 +128,18 @@ class ConvDecoder(nn.Module):
         return torch.sigmoid(x)
 
 
+def node_modality_tokens(lowres: dict[str, Tensor], modalities: list[str], stems: nn.ModuleDict,
+                         node_embed: Tensor, modality_embed: Tensor) -> Tensor:
+    """Low-res views `{m: [B, S, C, h, w]}` -> tokens [B, S*M, d] (node-major): each modality's
+    stem (shared across nodes) on every view, plus the node [1, S, 1, d] and modality
+    [1, 1, M, d] embeddings. The controller's input, and the baselines' low-res trunk's."""
+    b, s = lowres[modalities[0]].shape[:2]
+    tok = torch.stack(
+        [stems[m](lowres[m].flatten(0, 1)).unflatten(0, (b, s)) for m in modalities], 2
+    )  # [B, S, M, d]
+    return (tok + node_embed + modality_embed).flatten(1, 2)
+
+
 class Controller(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -173,13 +185,9 @@ class Controller(nn.Module):
     # ---------------------------------------------------------------- forward
     def embed(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
         """Tokens [B, 1 (+1) + S*M, d]: CLS, optional budget token, node x modality tokens."""
-        mods = self.cfg.modalities
-        b, s = lowres[mods[0]].shape[:2]
-        tok = torch.stack(
-            [self.stems[m](lowres[m].flatten(0, 1)).unflatten(0, (b, s)) for m in mods], 2
-        )  # [B, S, M, d]
-        tok = (tok + self.node_embed + self.modality_embed).flatten(1, 2)  # [B, S*M, d]
-        lead = [self.cls_token.expand(b, -1, -1)]
+        tok = node_modality_tokens(lowres, self.cfg.modalities, self.stems, self.node_embed,
+                                   self.modality_embed)  # [B, S*M, d]
+        lead = [self.cls_token.expand(tok.shape[0], -1, -1)]
         if self.budget_embed is not None:
             lead.append(self.budget_embed(budget.to(tok.device) - self.budget_min)[:, None])
         return torch.cat([*lead, tok], 1)

@@ -1,5 +1,7 @@
 """Parts the baselines share, all built on the core's modules (no copies of them).
 
+- `BaselineModule`: the common constructor (model config + the method's checked config).
+- `lambda_loss`, `LAM_MAX`: the stage-II loss and knob range of the lambda-knob methods.
 - `LowResEncoder`: the ADMN controller's trunk (conv stems on low-res inputs, node/modality
   tokens, a small transformer, CLS) without its heads; same parameter names, so a trained
   controller's trunk loads into it (`load_from_controller`).
@@ -14,29 +16,55 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from admn_ros.core.baselines.config import BaselineConfig, load_baseline_config
 from admn_ros.core.config import ModelConfig
-from admn_ros.core.controller import GUMBEL_EPS, Controller, ConvStem
+from admn_ros.core.controller import GUMBEL_EPS, Controller, ConvStem, node_modality_tokens
 from admn_ros.core.cost import FLOPS_PER_MAC, CostModel, block_macs
 from admn_ros.core.fusion import Fusion, GaussianPrediction
-from admn_ros.core.model import check_inputs
+from admn_ros.core.model import ADMN, check_inputs
 from admn_ros.core.vit import TOKEN_INIT_STD, Block, VisionTransformer, init_weights
 
 # bisection steps of `knob_for_budget` (the search interval shrinks by 2^-steps)
 CALIBRATION_STEPS = 30
 # an infinite end of a knob range is searched up to this value (far past any useful setting)
 KNOB_SEARCH_MAX = 1.0e6
+# largest resource weight lambda accepted (DynMM, M2SN): at 1e4 any expert / option cheaper by
+# 1e-3 of the full cost wins
+LAM_MAX = 1.0e4
 
 
 class LossTerms(NamedTuple):
     total: Tensor  # task + resource (what the optimiser minimises)
     task: Tensor  # Gaussian NLL + distance term of the core's loss
     resource: Tensor  # lambda * normalised cost (0 for methods without a resource term)
+
+
+class BaselineModule(nn.Module):
+    """A baseline on the core's ADMN: `model_cfg` and its method's config (`cfg`: a config
+    object or a dict; None: the defaults), checked against the model config."""
+
+    KIND: str  # the method name (config `method`, checkpoint kind)
+
+    def __init__(self, model_cfg: ModelConfig, cfg: BaselineConfig | dict | None = None) -> None:
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.cfg = load_baseline_config({} if cfg is None else cfg, self.KIND)
+        self.cfg.check(model_cfg)
+
+
+def lambda_loss(model: ADMN, out: Any, target: Tensor, lam: float | None) -> LossTerms:
+    """Stage II of the lambda-knob methods: task(out.pred) + lambda * mean normalised cost
+    (out.cost); `lam` None: the forward's (out.lam), else checked against [0, LAM_MAX]."""
+    lam = out.lam if lam is None else check_knob("lam", lam, 0.0, LAM_MAX)
+    task = model.loss(out.pred, target)
+    resource = lam * out.cost.mean()
+    return LossTerms(task + resource, task, resource)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,13 +168,9 @@ class LowResEncoder(nn.Module):
         self.norm.apply(init_weights)
 
     def forward(self, lowres: dict[str, Tensor]) -> Tensor:
-        mods = self.cfg.modalities
-        b, s = lowres[mods[0]].shape[:2]
-        tok = torch.stack(
-            [self.stems[m](lowres[m].flatten(0, 1)).unflatten(0, (b, s)) for m in mods], 2
-        )  # [B, S, M, d]
-        tok = (tok + self.node_embed + self.modality_embed).flatten(1, 2)  # [B, S*M, d]
-        x = torch.cat([self.cls_token.expand(b, -1, -1), tok], 1)
+        tok = node_modality_tokens(lowres, self.cfg.modalities, self.stems, self.node_embed,
+                                   self.modality_embed)  # [B, S*M, d]
+        x = torch.cat([self.cls_token.expand(tok.shape[0], -1, -1), tok], 1)
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x[:, 0])  # [B, d]

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from admn_ros.core.baselines.common import (
+    LAM_MAX,
+    BaselineModule,
     LossTerms,
     LowResEncoder,
     check_batch,
@@ -35,18 +37,17 @@ from admn_ros.core.baselines.common import (
     fusion_block_flops,
     gumbel_softmax_st,
     knob_for_budget,
+    lambda_loss,
     linear_flops,
     mix_predictions,
     scatter_predictions,
 )
-from admn_ros.core.baselines.config import DynMMConfig, load_baseline_config
+from admn_ros.core.baselines.config import DynMMConfig
 from admn_ros.core.config import ModelConfig
 from admn_ros.core.cost import CostModel
 from admn_ros.core.fusion import GaussianPrediction
 from admn_ros.core.model import ADMN
 
-# largest lambda accepted: at 1e4 any expert cheaper by 1e-3 of the full cost wins
-LAM_MAX = 1.0e4
 SKIP, RUN = 0, 1  # fusion-block decision classes
 
 
@@ -61,14 +62,12 @@ class DynMMOutput(NamedTuple):
     lam: float
 
 
-class DynMM(nn.Module):
+class DynMM(BaselineModule):
     KIND = "dynmm"
+    cfg: DynMMConfig
 
     def __init__(self, model_cfg: ModelConfig, cfg: DynMMConfig | dict | None = None) -> None:
-        super().__init__()
-        self.model_cfg = model_cfg
-        self.cfg = load_baseline_config(cfg if cfg is not None else DynMMConfig(), "dynmm")
-        self.cfg.check(model_cfg)
+        super().__init__(model_cfg, cfg)
         mods = model_cfg.modalities
         experts = self.cfg.experts or [
             list(c) for r in range(1, len(mods) + 1) for c in itertools.combinations(mods, r)
@@ -194,10 +193,7 @@ class DynMM(nn.Module):
     # ---------------------------------------------------------------- losses
     def loss(self, out: DynMMOutput, target: Tensor, lam: float | None = None) -> LossTerms:
         """Stage II: task(chosen expert) + lambda * mean normalised cost (paper eq. 3-4)."""
-        lam = out.lam if lam is None else check_knob("lam", lam, 0.0, LAM_MAX)
-        task = self.model.loss(out.pred, target)
-        resource = lam * out.cost.mean()
-        return LossTerms(task + resource, task, resource)
+        return lambda_loss(self.model, out, target, lam)
 
     def pretrain_loss(self, out: DynMMOutput, target: Tensor) -> LossTerms:
         """Stage I: mean task loss over all experts (use with `random_gate=True`)."""

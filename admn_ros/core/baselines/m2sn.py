@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from admn_ros.core.baselines.common import (
+    LAM_MAX,
+    BaselineModule,
     LossTerms,
     LowResEncoder,
     anneal_tau,
@@ -36,17 +38,17 @@ from admn_ros.core.baselines.common import (
     check_knob,
     gumbel_softmax_st,
     knob_for_budget,
+    lambda_loss,
     linear_flops,
     prefix_features,
     prefix_mask,
 )
-from admn_ros.core.baselines.config import M2SNConfig, load_baseline_config
+from admn_ros.core.baselines.config import M2SNConfig
 from admn_ros.core.config import ModelConfig
 from admn_ros.core.cost import CostModel
 from admn_ros.core.fusion import GaussianPrediction
 from admn_ros.core.model import ADMN
 
-LAM_MAX = 1.0e4  # as DynMM: any option cheaper by 1e-3 of the full cost wins at the top
 TAU_MAX = 1.0e3  # temperatures above this are a uniform mix for any practical logits
 
 
@@ -75,14 +77,12 @@ class Shortcut(nn.Module):
         return x + self.proj(self.norm(x))
 
 
-class M2SN(nn.Module):
+class M2SN(BaselineModule):
     KIND = "m2sn"
+    cfg: M2SNConfig
 
     def __init__(self, model_cfg: ModelConfig, cfg: M2SNConfig | dict | None = None) -> None:
-        super().__init__()
-        self.model_cfg = model_cfg
-        self.cfg = load_baseline_config(cfg if cfg is not None else M2SNConfig(), "m2sn")
-        self.cfg.check(model_cfg)
+        super().__init__(model_cfg, cfg)
         d = model_cfg.depth
         self.options = [*(self.cfg.shortcut_depths or range(1, d)), d]  # depths, last = full
         k, e = len(self.options), model_cfg.backbone.embed_dim
@@ -194,10 +194,7 @@ class M2SN(nn.Module):
     # ---------------------------------------------------------------- losses
     def loss(self, out: M2SNOutput, target: Tensor, lam: float | None = None) -> LossTerms:
         """Stage II: task(mixed features) + lambda * mean normalised cost (paper eq. 4)."""
-        lam = out.lam if lam is None else check_knob("lam", lam, 0.0, LAM_MAX)
-        task = self.model.loss(out.pred, target)
-        resource = lam * out.cost.mean()
-        return LossTerms(task + resource, task, resource)
+        return lambda_loss(self.model, out, target, lam)
 
     def pretrain_loss(self, out: M2SNOutput, target: Tensor) -> LossTerms:
         """Stage I: mean over options k of the task loss with every modality at option k."""

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from admn_ros.core.baselines.common import (
+    BaselineModule,
     LossTerms,
     check_batch,
     check_knob,
@@ -34,7 +35,7 @@ from admn_ros.core.baselines.common import (
     prefix_features,
     scatter_predictions,
 )
-from admn_ros.core.baselines.config import MMExitConfig, load_baseline_config
+from admn_ros.core.baselines.config import MMExitConfig
 from admn_ros.core.config import ModelConfig
 from admn_ros.core.cost import CostModel
 from admn_ros.core.fusion import GaussianHead, GaussianPrediction
@@ -60,14 +61,12 @@ def predicted_std(pred: GaussianPrediction, kind: str) -> Tensor:
     return diag.prod(-1).sqrt()
 
 
-class MMExit(nn.Module):
+class MMExit(BaselineModule):
     KIND = "mmexit"
+    cfg: MMExitConfig
 
     def __init__(self, model_cfg: ModelConfig, cfg: MMExitConfig | dict | None = None) -> None:
-        super().__init__()
-        self.model_cfg = model_cfg
-        self.cfg = load_baseline_config(cfg if cfg is not None else MMExitConfig(), "mmexit")
-        self.cfg.check(model_cfg)
+        super().__init__(model_cfg, cfg)
         self.exit_depths = self.cfg.exit_depths or list(range(1, model_cfg.depth + 1))
         k = len(self.exit_depths)
         w = torch.tensor(self.cfg.exit_weights or [1.0] * k)

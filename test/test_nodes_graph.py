@@ -115,7 +115,7 @@ def test_budget_step_reaches_allocations_within_one_frame(stepped_run):
 
 
 def write_bad_bag(src: Path, dst: Path) -> None:
-    """The tiny bag with bad frames spliced in, and its first second replayed (clock jump)."""
+    """The tiny bag with bad frames spliced in, and its first 2 s replayed (clock jump)."""
     ts = typestore_with_admn()
     with AnyReader([src]) as r, Writer(dst.with_suffix(""), version=9,
                                        storage_plugin=StoragePlugin.MCAP) as w:
@@ -139,10 +139,10 @@ def write_bad_bag(src: Path, dst: Path) -> None:
             if c.topic == "/node3/radar/range_doppler" and 1 <= (n_rgb // 10) <= 1:
                 msg.data = np.zeros(len(msg.data), np.uint8)  # empty radar frame
             w.write(conns[c.topic], t, ts.serialize_cdr(msg, c.msgtype))
-        # replay the first second after the end: header stamps jump backwards
+        # replay the first two seconds after the end: header stamps jump backwards
         t0 = items[0][1]
         for c, t, raw in items:
-            if t - t0 < 1_000_000_000:
+            if t - t0 < 2_000_000_000:
                 w.write(conns[c.topic], last_t + 200_000_000 + (t - t0), raw)
     (inner,) = dst.with_suffix("").glob("*.mcap")
     inner.replace(dst)

@@ -224,9 +224,13 @@ def test_graph_description_entries():
     by = {s.name: s for s in specs}
     assert by["admn_power_monitor"].parameters[1]["manual_budget"] == 12
     assert by["admn_bag_player"].parameters[1]["image_topic_prefix"] == "/raw"
-    assert by["admn_fusion"].parameters[1] == {"use_sim_time": True, "backend": "eager"}
+    assert by["admn_fusion"].parameters[1] == {"use_sim_time": True, "backend": "eager",
+                                                "sensor_reliability": "reliable"}
     live = describe_graph(GraphOptions(topics=str(ROOT / "config/topics/realsense_ti.yaml")))
     assert "admn_bag_player" not in [s.name for s in live]
+    # replay: every recorded frame counts (reliable); live: a late frame is worthless
+    assert {s.parameters[1]["sensor_reliability"] for s in live if s.name != "admn_power_monitor"
+            } == {"best_effort"}
     remaps = dict(live[1].remappings)
     assert remaps["/node1/camera/color/image_raw"].startswith("/")
     assert topic_remappings("") == []

@@ -23,6 +23,20 @@ NS = 1_000_000_000
 
 # --- QoS, decided once for the whole graph -------------------------------------------------
 SENSOR_QOS = qos_profile_sensor_data  # best effort, keep last 5: a late frame is a lost frame
+# Replaying a bag, every recorded frame should reach the graph (the summary compares against
+# all of them): reliable, with a queue deep enough for a busy executor. Bounded all the same.
+REPLAY_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30,
+                               reliability=ReliabilityPolicy.RELIABLE)
+SENSOR_RELIABILITY = {"best_effort": SENSOR_QOS, "reliable": REPLAY_SENSOR_QOS}
+
+
+def sensor_qos(reliability: str) -> QoSProfile:
+    """QoS of the sensor topics: `best_effort` live (a late frame is worthless), `reliable`
+    when replaying a bag."""
+    if reliability not in SENSOR_RELIABILITY:
+        raise ValueError(f"sensor_reliability: expected one of {sorted(SENSOR_RELIABILITY)}, "
+                         f"got {reliability!r}")
+    return SENSOR_RELIABILITY[reliability]
 # allocations and poses: every one matters to the pairing and the record -> reliable, bounded
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                           reliability=ReliabilityPolicy.RELIABLE)

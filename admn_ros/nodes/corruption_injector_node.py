@@ -8,7 +8,15 @@ from sensor_msgs.msg import Image
 
 from admn_ros.data.config import load_data_config
 from admn_ros.data.image_codec import image_to_numpy, numpy_to_image_fields
-from admn_ros.nodes.common import NS, SENSOR_QOS, declare, params, resolve, spin_main, stamp_ns
+from admn_ros.nodes.common import (
+    NS,
+    declare,
+    params,
+    resolve,
+    sensor_qos,
+    spin_main,
+    stamp_ns,
+)
 from admn_ros.nodes.inject import Corruption, corrupt_frame, load_schedule
 from admn_ros.nodes.sensors import topic_of
 
@@ -20,6 +28,7 @@ PARAMS = {
     "depth_topic": ("depth topic template",),
     "radar_topic": ("radar topic template",),
     "seed": ("seed of the noise draws", 0, 2**31 - 1),
+    "sensor_reliability": ("QoS of the sensor topics in and out: best_effort or reliable",),
 }
 
 
@@ -34,13 +43,14 @@ class CorruptionInjectorNode(Node):
         self.t0_ns: int | None = None
         self.corrupted = 0
         self.pubs, self.subs = {}, []
+        qos = sensor_qos(self.p["sensor_reliability"])
         for node in self.p["sensor_nodes"]:
             for modality in ("rgb", "depth", "radar"):
                 topic = topic_of(self.p[f"{modality}_topic"], node)
-                self.pubs[node, modality] = self.create_publisher(Image, topic, SENSOR_QOS)
+                self.pubs[node, modality] = self.create_publisher(Image, topic, qos)
                 self.subs.append(self.create_subscription(
                     Image, self.p["input_prefix"] + topic,
-                    lambda msg, k=(node, modality): self.on_frame(k, msg), SENSOR_QOS))
+                    lambda msg, k=(node, modality): self.on_frame(k, msg), qos))
 
     def on_frame(self, key: tuple[str, str], msg: Image) -> None:
         stamp = stamp_ns(msg.header.stamp)

@@ -47,6 +47,7 @@ class GraphOptions:
     inject: str = ""  # config/inject/*.yaml; empty = no injector
     topics: str = ""  # config/topics/*.yaml (live mode)
     use_sim_time: bool | None = None  # default: True with a bag
+    sensor_reliability: str = ""  # default: reliable with a bag (replay), best_effort live
     nodes_yaml: str = ""  # default: <share>/config/nodes.yaml
 
 
@@ -73,6 +74,8 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
     nodes_yaml = opt.nodes_yaml or str(share_dir() / "config" / "nodes.yaml")
     sim = bool(opt.bag) if opt.use_sim_time is None else opt.use_sim_time
     common = {"use_sim_time": sim}
+    sensors = {"sensor_reliability": opt.sensor_reliability
+               or ("reliable" if opt.bag else "best_effort")}
     model = {"weights": opt.weights} if opt.weights else {}
     if opt.controller_weights is not None:
         model["controller_weights"] = list(opt.controller_weights) or [""]
@@ -89,12 +92,13 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
 
     specs = [
         NodeSpec("power_monitor", "admn_power_monitor", [nodes_yaml, power]),
-        NodeSpec("controller", "admn_controller", [nodes_yaml, {**common, **model}], remap),
-        NodeSpec("fusion", "admn_fusion", [nodes_yaml, {**common, **fusion}], remap),
+        NodeSpec("controller", "admn_controller", [nodes_yaml, {**common, **sensors, **model}],
+                 remap),
+        NodeSpec("fusion", "admn_fusion", [nodes_yaml, {**common, **sensors, **fusion}], remap),
     ]
     if opt.inject:
         specs.append(NodeSpec("corruption_injector", "admn_corruption_injector",
-                              [nodes_yaml, {**common, "schedule": opt.inject}]))
+                              [nodes_yaml, {**common, **sensors, "schedule": opt.inject}]))
     if opt.bag:
         # the player is the clock: it runs on wall time and publishes /clock
         player = {"use_sim_time": False, "bag": opt.bag, "rate": float(opt.rate),

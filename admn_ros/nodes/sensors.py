@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from sensor_msgs.msg import CompressedImage, Image
 
-from admn_ros.nodes.common import SENSOR_QOS, stamp_ns
+from admn_ros.nodes.common import sensor_qos, stamp_ns
 from admn_ros.nodes.sync import SampleSync, SyncedSample
 
 try:  # real ROS install
@@ -35,6 +35,8 @@ SENSOR_PARAMS = {
                     0.0, 1.0),
     "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100),
     "radar_max_age_s": ("oldest radar frame still attached to a camera set, s", 0.0, 5.0),
+    "sensor_reliability": ("QoS of the sensor topics: best_effort (live sensors) or reliable "
+                           "(bag replay: every recorded frame counts)",),
 }
 SLOW_MODALITIES = ("radar",)
 
@@ -48,13 +50,14 @@ def sensor_keys(node, modalities: list[str]) -> list[tuple[str, str]]:
 
 
 def subscribe_sensors(node, keys: list[tuple[str, str]], on_msg: Callable) -> list:
-    """One SENSOR_QOS subscription per (node, modality); `on_msg(key, msg)`."""
+    """One subscription per (node, modality), `sensor_reliability` QoS; `on_msg(key, msg)`."""
+    qos = sensor_qos(node.get_parameter("sensor_reliability").value)
     subs = []
     for key in keys:
         topic = topic_of(node.get_parameter(f"{key[1]}_topic").value, key[0])
         msg_type = CompressedImage if topic.endswith("/compressed") else Image
         subs.append(node.create_subscription(msg_type, topic, lambda m, k=key: on_msg(k, m),
-                                             SENSOR_QOS))
+                                             qos))
     return subs
 
 
@@ -76,7 +79,8 @@ class SensorInputs:
             msg_type = CompressedImage if topic.endswith("/compressed") else Image
             if message_filters is not None and key[1] not in SLOW_MODALITIES:
                 fast.append(message_filters.Subscriber(node, msg_type, topic,
-                                                       qos_profile=SENSOR_QOS))
+                                                       qos_profile=sensor_qos(
+                                                           p["sensor_reliability"])))
                 continue
             self.subs += subscribe_sensors(node, [key], self.add)
         if fast:  # real ROS: message_filters pairs the cameras, SampleSync attaches radar

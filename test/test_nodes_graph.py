@@ -83,11 +83,9 @@ def test_every_sample_gives_one_allocation_and_one_pose_with_its_stamp(stepped_r
     assert summary["samples_synced"] >= 25
     assert summary["allocations_out"] == len(allocs) == summary["samples_synced"]
     assert len(set(allocs)) == len(allocs)
-    assert set(poses) <= set(allocs)  # a pose only for an allocated sample, same stamp
-    lost = len(allocs) - len(poses)
-    # sensor topics are best effort: a frame lost under load is a counted miss, never a guess
-    assert lost == summary["dropped"].get("no_sample", 0)
-    assert len(poses) >= 0.4 * len(allocs)
+    # replay uses reliable sensor QoS: every allocated sample is localised, with its stamp
+    assert sorted(poses) == sorted(allocs)
+    assert summary["dropped"].get("no_sample", 0) == 0
     assert all(m.header.frame_id == "world" for m in msgs["/admn/pose"])
     for key in ("frames_in", "poses_out", "dropped", "mean_error_cm", "mean_active_layers",
                 "budget_changes", "latency_ms", "controller_ms_p50", "backbone_ms_p50"):

@@ -8,6 +8,8 @@ import pytest
 import torch
 from test_baselines_helpers import (  # noqa: F401
     count_block_calls,
+    model_fixture,
+    seeded,
     single_thread,
     tiny_batch,
     tiny_cfg,
@@ -17,11 +19,7 @@ from test_baselines_helpers import (  # noqa: F401
 from admn_ros.core.baselines import DynMM
 from admn_ros.core.baselines.dynmm import LAM_MAX
 
-
-@pytest.fixture(scope="module")
-def model() -> DynMM:
-    torch.manual_seed(0)
-    return DynMM(tiny_cfg()).eval()
+model_fixture_ = model_fixture(DynMM)  # the `model` of the tests below
 
 
 def test_output_shapes_and_default_experts(model: DynMM) -> None:
@@ -37,8 +35,7 @@ def test_output_shapes_and_default_experts(model: DynMM) -> None:
 
 
 def test_training_loss_falls() -> None:
-    torch.manual_seed(0)
-    m = DynMM(tiny_cfg()).train()
+    m = seeded(DynMM).train()
     x, lr, t = tiny_batch(m.model_cfg)
     g = torch.Generator().manual_seed(0)
     stage1 = train_losses(m, lambda: m.pretrain_loss(m(x, lr, random_gate=True, generator=g), t))
@@ -58,8 +55,7 @@ def test_more_lambda_fewer_flops(model: DynMM) -> None:
 
 def test_training_with_lambda_lowers_expected_cost() -> None:
     # paper-faithful mode: lambda acts only through the resource loss
-    torch.manual_seed(0)
-    m = DynMM(tiny_cfg(), {"lam_in_decision": False}).train()
+    m = seeded(DynMM, {"lam_in_decision": False}).train()
     x, lr, t = tiny_batch(m.model_cfg)
     for p in m.model.parameters():
         p.requires_grad_(False)

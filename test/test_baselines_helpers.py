@@ -24,6 +24,24 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+def seeded(method: type[nn.Module], overrides: dict | None = None, seed: int = 0) -> nn.Module:
+    """`method(tiny_cfg(), overrides)` built right after `torch.manual_seed(seed)`."""
+    torch.manual_seed(seed)
+    return method(tiny_cfg(), overrides)
+
+
+def model_fixture(method: type[nn.Module]):
+    """A module-scoped fixture `model`: `seeded(method)` in eval mode, shared by the tests of
+    the module that assigns it (`model_fixture_ = model_fixture(DynMM)`)."""
+
+    @pytest.fixture(scope="module", name="model")
+    def model() -> nn.Module:
+        """The module's baseline, seeded, in eval mode."""
+        return seeded(method).eval()
+
+    return model
+
+
 def tiny_batch(cfg: ModelConfig, batch: int = 4, seed: int = 0
                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """Random inputs, their low-res copies and targets (cm) inside the arena."""
@@ -58,4 +76,5 @@ def count_block_calls(vits: nn.ModuleDict) -> tuple[dict[tuple[str, int], int], 
     return calls, handles
 
 
-__all__ = ["count_block_calls", "single_thread", "tiny_batch", "tiny_cfg", "train_losses"]
+__all__ = ["count_block_calls", "model_fixture", "seeded", "single_thread", "tiny_batch",
+           "tiny_cfg", "train_losses"]

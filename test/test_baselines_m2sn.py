@@ -8,6 +8,8 @@ import pytest
 import torch
 from test_baselines_helpers import (  # noqa: F401
     count_block_calls,
+    model_fixture,
+    seeded,
     single_thread,
     tiny_batch,
     tiny_cfg,
@@ -17,16 +19,11 @@ from test_baselines_helpers import (  # noqa: F401
 from admn_ros.core.baselines import M2SN, anneal_tau
 from admn_ros.core.baselines.m2sn import LAM_MAX
 
-
-@pytest.fixture(scope="module")
-def model() -> M2SN:
-    torch.manual_seed(0)
-    return M2SN(tiny_cfg()).eval()
+model_fixture_ = model_fixture(M2SN)  # the `model` of the tests below
 
 
 def test_training_loss_falls() -> None:
-    torch.manual_seed(0)
-    m = M2SN(tiny_cfg()).train()
+    m = seeded(M2SN).train()
     x, lr, t = tiny_batch(m.model_cfg)
     stage1 = train_losses(m, lambda: m.pretrain_loss(m(x, lr), t))
     assert stage1[-1] < stage1[0]
@@ -46,8 +43,7 @@ def test_more_lambda_fewer_flops(model: M2SN) -> None:
 
 
 def test_training_with_lambda_lowers_expected_cost() -> None:
-    torch.manual_seed(0)
-    m = M2SN(tiny_cfg(), {"lam_in_decision": False}).train()
+    m = seeded(M2SN, {"lam_in_decision": False}).train()
     x, lr, t = tiny_batch(m.model_cfg)
 
     def soft_cost() -> float:

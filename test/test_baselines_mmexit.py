@@ -9,6 +9,8 @@ import pytest
 import torch
 from test_baselines_helpers import (  # noqa: F401
     count_block_calls,
+    model_fixture,
+    seeded,
     single_thread,
     tiny_batch,
     tiny_cfg,
@@ -18,16 +20,11 @@ from test_baselines_helpers import (  # noqa: F401
 from admn_ros.core.baselines import MMExit
 from admn_ros.core.baselines.common import prefix_mask
 
-
-@pytest.fixture(scope="module")
-def model() -> MMExit:
-    torch.manual_seed(0)
-    return MMExit(tiny_cfg()).eval()
+model_fixture_ = model_fixture(MMExit)  # the `model` of the tests below
 
 
 def test_training_loss_falls() -> None:
-    torch.manual_seed(0)
-    m = MMExit(tiny_cfg(), {"exit_weights": [1.0, 1.0, 2.0, 4.0]}).train()
+    m = seeded(MMExit, {"exit_weights": [1.0, 1.0, 2.0, 4.0]}).train()
     x, _, t = tiny_batch(m.model_cfg)
     losses = train_losses(m, lambda: m.loss(m(x, None, 30.0), t))
     assert losses[-1] < losses[0]

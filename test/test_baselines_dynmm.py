@@ -74,13 +74,8 @@ def test_training_with_lambda_lowers_expected_cost() -> None:
 
 def test_eval_runs_only_the_chosen_expert(model: DynMM) -> None:
     x, lr, _ = tiny_batch(model.model_cfg, batch=3)
-    calls, handles = count_block_calls(model.model.backbones)
-    try:
-        with torch.no_grad():
-            out = model(x, lr, LAM_MAX)
-    finally:
-        for h in handles:
-            h.remove()
+    with count_block_calls(model.model.backbones) as calls, torch.no_grad():
+        out = model(x, lr, LAM_MAX)
     used = model.expert_masks[out.expert].any(0)
     for i, m in enumerate(model.model_cfg.modalities):
         assert (calls.get((m, 0), 0) > 0) == bool(used[i]), m

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_core_helpers import rand_inputs, tiny_cfg
+from test_core_helpers import count_block_calls, rand_inputs, tiny_cfg
 from torch import nn
 
 from admn_ros.core.config import ModelConfig
@@ -62,18 +62,6 @@ def train_losses(module: nn.Module, step_loss, steps: int = TRAIN_STEPS) -> list
         opt.step()
         out.append(float(loss.detach()))
     return out
-
-
-def count_block_calls(vits: nn.ModuleDict) -> tuple[dict[tuple[str, int], int], list]:
-    """Forward hooks counting calls of every backbone block."""
-    calls: dict[tuple[str, int], int] = {}
-    handles = []
-    for m, vit in vits.items():
-        for i, blk in enumerate(vit.blocks):
-            def hook(_mod, _inp, _out, key=(m, i)):
-                calls[key] = calls.get(key, 0) + 1
-            handles.append(blk.register_forward_hook(hook))
-    return calls, handles
 
 
 __all__ = ["count_block_calls", "model_fixture", "seeded", "single_thread", "tiny_batch",

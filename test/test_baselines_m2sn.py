@@ -58,13 +58,8 @@ def test_training_with_lambda_lowers_expected_cost() -> None:
 
 def test_eval_runs_only_the_chosen_prefix(model: M2SN) -> None:
     x, lr, _ = tiny_batch(model.model_cfg, batch=3)
-    calls, handles = count_block_calls(model.model.backbones)
-    try:
-        with torch.no_grad():
-            out = model(x, lr, LAM_MAX)
-    finally:
-        for h in handles:
-            h.remove()
+    with count_block_calls(model.model.backbones) as calls, torch.no_grad():
+        out = model(x, lr, LAM_MAX)
     assert bool((out.choice == 0).all())  # the earliest shortcut everywhere
     assert bool(out.mask[..., 0].all()) and not bool(out.mask[..., 1:].any())
     assert set(calls) == {(m, 0) for m in model.model_cfg.modalities}

@@ -60,12 +60,8 @@ def test_eval_early_exit_matches_all_exits_and_skips(model: MMExit) -> None:
         model.train()
         a = model(x, None, 49.8)
         model.eval()
-        calls, handles = count_block_calls(model.model.backbones)
-        try:
+        with count_block_calls(model.model.backbones) as calls:
             b = model(x, None, 49.8)
-        finally:
-            for h in handles:
-                h.remove()
     assert torch.equal(a.exit, b.exit)
     torch.testing.assert_close(a.pred.mean, b.pred.mean, atol=1e-4, rtol=1e-4)
     deepest = int(b.exit.max()) + 1  # exit_depths = 1..D

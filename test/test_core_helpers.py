@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 from admn_ros.core.config import ModelConfig, load_model_config
 
@@ -26,3 +30,21 @@ def rand_inputs(cfg: ModelConfig, batch: int = 2, size: int | None = None,
     s = size or cfg.backbone.img_size
     return {m: torch.rand(batch, cfg.num_nodes, cfg.in_chans[m], s, s, generator=g)
             for m in cfg.modalities}
+
+
+@contextmanager
+def count_block_calls(vits: nn.ModuleDict) -> Iterator[dict[tuple[str, int], int]]:
+    """Within the block: calls of every backbone block, {(modality, block index): calls},
+    counted by forward hooks that are removed on exit."""
+    calls: dict[tuple[str, int], int] = {}
+    handles = []
+    for m, vit in vits.items():
+        for i, blk in enumerate(vit.blocks):
+            def hook(_mod, _inp, _out, key=(m, i)):
+                calls[key] = calls.get(key, 0) + 1
+            handles.append(blk.register_forward_hook(hook))
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_core_helpers import rand_inputs, tiny_cfg
+from test_core_helpers import count_block_calls, rand_inputs, tiny_cfg
 
 from admn_ros.core.model import ADMN, downsample
 
@@ -13,17 +13,6 @@ from admn_ros.core.model import ADMN, downsample
 def model() -> ADMN:
     torch.manual_seed(0)
     return ADMN(tiny_cfg()).eval()
-
-
-def count_block_calls(model: ADMN) -> tuple[dict, list]:
-    calls: dict[tuple[str, int], int] = {}
-    handles = []
-    for m, vit in model.backbones.items():
-        for i, blk in enumerate(vit.blocks):
-            def hook(_mod, _inp, _out, key=(m, i)):
-                calls[key] = calls.get(key, 0) + 1
-            handles.append(blk.register_forward_hook(hook))
-    return calls, handles
 
 
 def test_forward_shapes(model: ADMN) -> None:
@@ -38,12 +27,8 @@ def test_forward_shapes(model: ADMN) -> None:
 def test_hook_counted_blocks_equal_mask(model: ADMN) -> None:
     cfg = model.cfg
     active = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
-    calls, handles = count_block_calls(model)
-    try:
+    with count_block_calls(model.backbones) as calls:
         model(rand_inputs(cfg), active)
-    finally:
-        for h in handles:
-            h.remove()
     for i, m in enumerate(cfg.modalities):
         for j in range(cfg.depth):
             assert calls.get((m, j), 0) == int(active[i, j]), (m, j)
@@ -55,13 +40,8 @@ def test_per_sample_bool_mask_skips_and_matches_single(model: ADMN) -> None:
     active = torch.ones(3, 3, 4, dtype=torch.bool)
     active[0, :, 2:] = False
     active[2, 1, 1:] = False
-    calls, handles = count_block_calls(model)
-    try:
-        with torch.no_grad():
-            grouped = model(x, active)
-    finally:
-        for h in handles:
-            h.remove()
+    with count_block_calls(model.backbones) as calls, torch.no_grad():
+        grouped = model(x, active)
     assert calls[("rgb", 3)] == 1  # samples 1 and 2 share the rgb mask: one call
     with torch.no_grad():
         for b in range(3):

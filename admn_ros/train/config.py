@@ -56,12 +56,18 @@ class StageConfig:
     schedule: Literal["constant", "linear", "cosine"] = "cosine"
     grad_clip: float | None = 1.0
     max_steps_per_epoch: int | None = None  # cap (quick recipes and tests)
+    # wall-clock budget of each job (minutes): the schedule runs on max(step, time) progress
+    # and the job ends when either is spent (shared / slow machines). None: steps only.
+    time_budget_min: float | None = None
     # --- backbone / mae ---
     init: str | None = None  # checkpoint to start from (default: the previous stage's output)
     freeze_blocks: int = 0  # first N blocks (and patch embedding when N > 0) of each backbone
     layerdrop: bool = True
     clean_epochs: int = 1  # backbone: epochs without corruption before it switches on
     corrupt_prob: float = 1.0  # backbone: chance a batch is corrupted once switched on
+    # backbone: extra weight on the mean's Euclidean error (cm) added to the model's NLL loss;
+    # from scratch, the NLL first inflates the variance and the mean learns slowly.
+    dist_weight: float = 0.0
     mask_ratio: float = 0.75  # mae
     decoder_dim: int = 64  # mae
     decoder_depth: int = 2  # mae

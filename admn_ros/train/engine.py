@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -20,8 +20,10 @@ class NonFiniteLossError(RuntimeError):
 def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int,
                     optimizer: torch.optim.Optimizer, scheduler, epoch: int, step: int,
                     generator: torch.Generator, grad_clip: float | None = None,
-                    desc: str = "") -> tuple[dict[str, float], int]:
-    """One pass over `batches`; returns (mean metrics over ranks, global step after)."""
+                    desc: str = "", out_of_time: Callable[[], bool] | None = None
+                    ) -> tuple[dict[str, float], int]:
+    """One pass over `batches` (ends early once `out_of_time()` on any rank);
+    returns (mean metrics over ranks, global step after)."""
     module.train()
     if hasattr(task, "model") and task.module is not task.model and task.name != "mae":
         task.model.eval()  # frozen main network (controller stages)
@@ -48,17 +50,23 @@ def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int
         means.update(len(batch["target"]), **metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.means().items()
                          if k in ("loss", "error_cm", "aux")})
+        if out_of_time is not None and D.any_rank(out_of_time()):
+            break
     bar.close()
     return D.mean_across_ranks(means.means()), step
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
-    """Multiplier of the base learning rate at a step: linear warm-up, then the schedule."""
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
+              time_fraction: Callable[[], float] | None = None):
+    """Multiplier of the base learning rate at a step: linear warm-up, then the schedule over
+    max(step progress, `time_fraction()`) when a wall-clock budget is set."""
 
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if time_fraction is not None:
+            t = max(t, time_fraction())
         t = min(1.0, max(0.0, t))
         if schedule == "cosine":
             return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))

@@ -167,9 +167,16 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     if steps == 0:
         raise ValueError(f"split 'train': expected at least batch_size x ranks = "
                          f"{st.batch_size * D.world_size()} samples, got {len(train)}")
+    clock = {"start": time.time()}
+
+    def time_fraction() -> float:  # share of the wall-clock budget spent (resume-aware)
+        return (time.time() - clock["start"]) / (60.0 * st.time_budget_min)
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(sum(epoch_steps(e) for e in range(st.epochs)),
-                             int(st.warmup_epochs * steps), st.schedule))
+                             int(st.warmup_epochs * steps), st.schedule,
+                             time_fraction if st.time_budget_min else None))
+    out_of_time = (lambda: time_fraction() >= 1.0) if st.time_budget_min else None
     start_epoch, step, history = 0, 0, []
     if resume and ckpt_path.exists():
         state = load_training_state(ckpt_path)
@@ -180,6 +187,9 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+        clock["start"] -= state.get("elapsed", 0.0)
+        if state.get("out_of_time"):
+            start_epoch = st.epochs
         set_rng_state(state["rng"])
         if D.is_main():
             print(f"[train] {job.name}: resumed from {ckpt_path} at epoch {start_epoch}, "
@@ -191,7 +201,6 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     if D.is_distributed():
         task.module = DistributedDataParallel(module, find_unused_parameters=True)
     writer = MetricWriter(run_dir, enabled=D.is_main())
-    t0 = time.time()
     for epoch in range(start_epoch, st.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + D.rank() * 104729 + epoch)
         batches = iterate_batches(train, st.batch_size, device, shuffle=True, seed=cfg.seed,
@@ -199,12 +208,14 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
         try:
             metrics, step = train_one_epoch(
                 task, task.module, batches, epoch_steps(epoch), optimizer, scheduler, epoch,
-                step, gen, st.grad_clip, desc=f"{job.name} {epoch + 1}/{st.epochs}")
+                step, gen, st.grad_clip, desc=f"{job.name} {epoch + 1}/{st.epochs}",
+                out_of_time=out_of_time)
         except NonFiniteLossError as exc:
             kept = ckpt_path if ckpt_path.exists() else "none yet"
             raise NonFiniteLossError(f"{exc}; stopped, last good checkpoint kept: {kept}") from None
         row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.time() - t0, 1), **metrics}
+               "seconds": round(time.time() - clock["start"], 1), **metrics}
+        spent = out_of_time is not None and out_of_time()
         if D.is_main():
             row.update(validate_task(task, val, st, cfg, device))
             history.append(row)
@@ -213,7 +224,9 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
                          "model_config": to_dict(export.cfg), "recipe": as_dict(cfg),
                          "module": module.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
-                         "history": history, "rng": rng_state()}, ckpt_path)
+                         "history": history, "rng": rng_state(),
+                         "elapsed": time.time() - clock["start"], "out_of_time": spent},
+                        ckpt_path)
             print(f"[train] {job.name} epoch {epoch + 1}/{st.epochs} step {step}: "
                   + ", ".join(f"{k}={v:.4g}" for k, v in row.items()
                               if isinstance(v, float) and k not in ("epoch", "step")),
@@ -222,7 +235,13 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
         if stop_after_epochs is not None and epoch + 1 - start_epoch >= stop_after_epochs:
             writer.close()
             return None  # simulated interruption (tests)
+        if D.any_rank(spent):
+            if D.is_main():
+                print(f"[train] {job.name}: time budget of {st.time_budget_min} min spent "
+                      f"after epoch {epoch + 1}, step {step}", flush=True)
+            break
     writer.close()
+    check_ranks_agree(export, job.name)
     if D.is_main():
         meta = {"job": job.name, "stage": task.name, "recipe": cfg.recipe, "seed": cfg.seed,
                 "epochs": st.epochs, "step": step,
@@ -234,6 +253,26 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
         print(f"[train] {job.name}: wrote {job.output}", flush=True)
     D.barrier()
     return job.output
+
+
+def check_ranks_agree(module: torch.nn.Module, name: str) -> None:
+    """Under DDP, every rank must end with the same weights; RuntimeError if not."""
+    if not D.is_distributed():
+        return
+    with torch.no_grad():
+        flat = torch.cat([p.detach().double().flatten().cpu() for p in module.parameters()])
+        weights = (torch.arange(len(flat)) % 7919).double()
+        local = torch.stack([flat.sum(), (flat * weights).sum()])
+        local = local.to(next(module.parameters()).device)
+    sums = [torch.zeros_like(local) for _ in range(D.world_size())]
+    torch.distributed.all_gather(sums, local)
+    spread = max(float((s - sums[0]).abs().max()) for s in sums)
+    if spread > 1e-6 * max(1.0, float(sums[0].abs().max())):
+        raise RuntimeError(f"{name}: ranks disagree on the weights (checksums "
+                           f"{[s.tolist() for s in sums]})")
+    if D.is_main():
+        print(f"[train] {name}: all {D.world_size()} ranks agree on the weights "
+              f"(checksum {float(sums[0][0]):.6f})", flush=True)
 
 
 def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,

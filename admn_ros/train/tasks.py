@@ -163,9 +163,9 @@ class BackboneTask:
         active = self.layerdrop.sample(epoch, generator=shared) if self.st.layerdrop else \
             torch.ones(cfg.num_modalities, cfg.depth, dtype=torch.bool)
         pred = self.module(inputs, active.to(batch["target"].device))
-        loss = self.model.loss(pred, batch["target"])
-        err = localisation_error_cm(pred.mean.detach(), batch["target"]).mean()
-        return loss, {"loss": loss.item(), "error_cm": float(err), "noisy": float(noisy)}
+        err = localisation_error_cm(pred.mean, batch["target"]).mean()
+        loss = self.model.loss(pred, batch["target"]) + self.st.dist_weight * err
+        return loss, {"loss": loss.item(), "error_cm": err.item(), "noisy": float(noisy)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,357 @@
+"""Table 1 of the paper on a held-out split: mean localisation error (cm) and GFLOPs per policy,
+budget and noise setting; markdown + JSON + plots.
+
+Rows: `upper_bound`, `admn` (per-budget controllers), `admn_universal`, `admn_ae`, `naive`,
+`random`, `single_<modality>`. Columns: the recipe's eval budgets (default 1/4, 1/3, 1/2, 2/3
+of all blocks). Test-time corruptions use a fixed seed per noise setting, so every row sees the
+same corrupted inputs.
+
+The main network is called in one place, a `Runner` (`runner(inputs, mask) ->
+GaussianPrediction`); the default `CachingRunner` memoises each modality's backbone features
+per distinct block row within a batch (policies often share rows), and the inference engine can
+pass its own runner instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from admn_ros.core.config import ModelConfig
+from admn_ros.core.controller import Controller
+from admn_ros.core.cost import CostModel
+from admn_ros.core.model import ADMN, GaussianPrediction, downsample
+from admn_ros.core.noise import add_gaussian_noise, corrupt
+from admn_ros.core.policies import make_policy
+from admn_ros.train.config import TrainConfig, default_budgets, validate
+from admn_ros.train.data import load_split
+
+NOISE_SETTINGS = ("binary", "discrete", "continuous")
+Runner = Callable[[dict[str, Tensor], Tensor], GaussianPrediction]
+
+
+# --------------------------------------------------------------------------------------------
+# the model call
+# --------------------------------------------------------------------------------------------
+class CachingRunner:
+    """`runner(inputs, mask [B, M, D] bool)`: real skipping, one backbone call per distinct
+    (modality, row) per batch; features reused across policies until `new_batch()`."""
+
+    def __init__(self, model: ADMN) -> None:
+        self.model = model
+        self.cache: dict[tuple[str, bytes], tuple[Tensor, Tensor]] = {}
+
+    def new_batch(self) -> None:
+        self.cache.clear()
+
+    @torch.no_grad()
+    def __call__(self, inputs: dict[str, Tensor], mask: Tensor) -> GaussianPrediction:
+        feats = {}
+        for i, m in enumerate(self.model.cfg.modalities):
+            x = inputs[m]
+            b, s = x.shape[:2]
+            out = None
+            rows, inverse = torch.unique(mask[:, i], dim=0, return_inverse=True)
+            for g, row in enumerate(rows):
+                key = (m, row.numpy().tobytes())
+                idx = (inverse == g).nonzero().flatten()
+                have, store = self.cache.get(key, (torch.zeros(b, dtype=torch.bool), None))
+                need = idx[~have[idx]]
+                if len(need):
+                    f = self.model.encode(m, x[need].flatten(0, 1), row).unflatten(0, (-1, s))
+                    if store is None:
+                        store = f.new_zeros(b, s, f.shape[-1])
+                    store[need] = f
+                    have = have.clone()
+                    have[need] = True
+                    self.cache[key] = (have, store)
+                if out is None:
+                    out = store.new_empty(b, s, store.shape[-1])
+                out[idx] = store[idx]
+            feats[m] = out
+        return self.model.fuse(feats)
+
+
+# --------------------------------------------------------------------------------------------
+# what is evaluated
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EvalModels:
+    model: ADMN
+    per_budget: dict[int, Controller] = field(default_factory=dict)
+    universal: Controller | None = None
+    ae: dict[int, Controller] = field(default_factory=dict)  # per budget
+    ae_universal: Controller | None = None
+    source: str = ""
+
+
+def load_models(cfg: TrainConfig, model_cfg: ModelConfig, weights: str | None) -> EvalModels:
+    """From the recipe's run folder when it has `admn.pt` (or `weights` = a run folder),
+    else the shipped default weights in `models_dir`."""
+    from admn_ros.core.checkpoint import load_checkpoint
+    from admn_ros.train.weights import check_compatible, load_default_weights
+
+    run = Path(weights) if weights else cfg.path(cfg.out_dir)
+    if (run / "admn.pt").exists():
+        model = load_checkpoint(run / "admn.pt", into=ADMN(model_cfg), kind="admn").module
+        out = EvalModels(model.eval(), source=str(run))
+        for p in sorted(run.glob("controller*.pt")):
+            c = load_checkpoint(p, kind="controller")
+            check_compatible(c.model_config, model_cfg, p)
+            _assign(out, p.stem[len("controller"):].lstrip("_"), c.module.eval())
+        return out
+    dw = load_default_weights(cfg.path(cfg.models_dir), cfg.recipe, model_cfg)
+    out = EvalModels(dw.model, source=str(cfg.path(cfg.models_dir)))
+    for key, c in dw.controllers.items():
+        _assign(out, key, c)
+    return out
+
+
+def _assign(out: EvalModels, key: str, ctrl: Controller) -> None:
+    """key: `L6`, `universal`, `ae`, `ae_L6`."""
+    if key == "universal":
+        out.universal = ctrl
+    elif key == "ae":
+        out.ae_universal = ctrl
+    elif key.startswith("ae_L"):
+        out.ae[int(key[4:])] = ctrl
+    elif key.startswith("L"):
+        out.per_budget[int(key[1:])] = ctrl
+
+
+def controller_for(models: EvalModels, policy: str, budget: int) -> Controller | None:
+    if policy == "admn":
+        return models.per_budget.get(budget)
+    if policy == "admn_universal":
+        return models.universal
+    if policy == "admn_ae":
+        return models.ae.get(budget) or models.ae_universal
+    return None
+
+
+def check_budget_ranges(models: EvalModels, budgets: list[int]) -> None:
+    """A budget outside a budget-conditioned controller's range is a user error."""
+    for name, c in (("admn_universal", models.universal), ("admn_ae", models.ae_universal)):
+        if c is None:
+            continue
+        bad = [b for b in budgets if not c.budget_min <= b <= c.budget_max]
+        if bad:
+            raise ValueError(f"eval.budgets: expected budgets within the {name} controller's "
+                             f"range {c.budget_min}..{c.budget_max}, got {bad}")
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1
+# --------------------------------------------------------------------------------------------
+def policy_names(model_cfg: ModelConfig) -> list[str]:
+    return ["upper_bound", "admn", "admn_universal", "admn_ae", "naive", "random",
+            *[f"single_{m}" for m in model_cfg.modalities]]
+
+
+@torch.no_grad()
+def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
+             weights: str | None = None, runner: Runner | None = None,
+             progress: bool = True) -> dict:
+    """Compute every table; returns the result dict (INTERFACES.md schema + extras)."""
+    from tqdm import tqdm
+
+    model_cfg = cfg.model_config()
+    validate(cfg, model_cfg)
+    budgets = list(cfg.eval.budgets) or default_budgets(model_cfg.total_blocks)
+    models = load_models(cfg, model_cfg, weights)
+    check_budget_ranges(models, budgets)
+    runner = runner or CachingRunner(models.model)
+    split = load_split(cfg.path(data_dir) if data_dir else cfg.path(cfg.data.root),
+                       cfg.eval.split, model_cfg, cfg.data.min_samples)
+    n = len(split) if cfg.eval.max_samples is None else min(len(split), cfg.eval.max_samples)
+    order = torch.linspace(0, len(split) - 1, n).round().long().unique()
+    cost = CostModel(model_cfg)
+    m, d = model_cfg.num_modalities, model_cfg.depth
+    single_max = m + d - 1
+    ctrl_size = model_cfg.controller.img_size
+    names = policy_names(model_cfg)
+
+    tables: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for k, kind in enumerate(NOISE_SETTINGS):
+        gen = torch.Generator().manual_seed(cfg.eval.noise_seed + 1009 * k)
+        rand_policy = make_policy("random", model_cfg, seed=cfg.eval.random_seed)
+        sums: dict[tuple[str, int], list[float]] = {}  # (policy, L) -> [err sum, flops sum, n]
+        bs = cfg.eval.batch_size
+        batches = range(0, len(order), bs)
+        for i in tqdm(batches, desc=f"eval {kind}", disable=not progress, leave=False):
+            batch = split.batch(order[i:i + bs], torch.device("cpu"))
+            x = corrupt(batch["inputs"], cfg.noise, kind, gen).inputs
+            lowres = downsample(x, ctrl_size)
+            if hasattr(runner, "new_batch"):
+                runner.new_batch()
+            target, b = batch["target"], len(batch["target"])
+            for name in names:
+                for budget in budgets:
+                    if name == "upper_bound" and budget != budgets[0]:
+                        continue
+                    if name.startswith("single_") and budget > single_max:
+                        continue
+                    with_ctrl = False
+                    if name in ("admn", "admn_universal", "admn_ae"):
+                        ctrl = controller_for(models, name, budget)
+                        if ctrl is None:
+                            continue
+                        mask = ctrl(lowres, budget, sample=False).mask.bool()
+                        with_ctrl = True
+                    elif name == "random":
+                        mask = rand_policy(lowres, budget)
+                    elif name.startswith("single_"):
+                        mask = make_policy(f"single:{name[7:]}", model_cfg)(lowres, budget)
+                    else:
+                        mask = make_policy(name, model_cfg)(lowres, budget)
+                    pred = runner(x, mask)
+                    err = (pred.mean - target).norm(dim=-1)
+                    flops = cost.costs(mask, include_controller=with_ctrl)
+                    acc = sums.setdefault((name, budget), [0.0, 0.0, 0])
+                    acc[0] += float(err.sum())
+                    acc[1] += float(flops.sum())
+                    acc[2] += b
+        table: dict[str, dict[str, dict[str, float]]] = {}
+        for name in names:
+            row = {}
+            for budget in budgets:
+                key = (name, budgets[0] if name == "upper_bound" else budget)
+                if key in sums:
+                    e, f, cnt = sums[key]
+                    row[str(budget)] = {"error_cm": round(e / cnt, 2),
+                                        "gflops": round(f / cnt / 1e9, 3)}
+            if row:
+                table[name] = row
+        tables[kind] = table
+
+    allocation = allocation_sweep(models, cfg, model_cfg, split, order, budgets)
+    return {"recipe": cfg.recipe, "total_blocks": model_cfg.total_blocks, "budgets": budgets,
+            "tables": tables, "samples": len(order), "split": cfg.eval.split,
+            "noise_seed": cfg.eval.noise_seed, "noise_levels": dict(cfg.noise.levels),
+            "weights": models.source, "allocation": allocation,
+            "controller_gflops": round(cost.controller_flops() / 1e9, 4)}
+
+
+@torch.no_grad()
+def allocation_sweep(models: EvalModels, cfg: TrainConfig, model_cfg: ModelConfig, split,
+                     order: Tensor, budgets: list[int], steps: int = 6,
+                     samples: int = 64) -> dict:
+    """Blocks the controller gives each modality as one modality's sigma grows (others clean),
+    at the middle budget; per-budget controller if shipped, else the universal one."""
+    budget = budgets[len(budgets) // 2]
+    ctrl = models.per_budget.get(budget) or models.universal
+    if ctrl is None:
+        return {}
+    idx = order[torch.linspace(0, len(order) - 1, min(samples, len(order))).long()]
+    batch = split.batch(idx, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(cfg.eval.noise_seed)
+    out = {"budget": budget, "sweeps": {}}
+    for mod in model_cfg.modalities:
+        hi = cfg.noise.max_sigma(mod)
+        levels = [hi * j / (steps - 1) for j in range(steps)]
+        rows = []
+        for sigma in levels:
+            x = dict(batch["inputs"])
+            x[mod] = add_gaussian_noise(x[mod], sigma, gen)
+            mask = ctrl(downsample(x, model_cfg.controller.img_size), budget,
+                        sample=False).mask
+            rows.append([round(float(v), 3) for v in mask.sum(-1).mean(0)])  # blocks per mod
+        out["sweeps"][mod] = {"sigma": [round(s, 3) for s in levels], "blocks": rows}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def to_markdown(res: dict) -> str:
+    budgets, total = res["budgets"], res["total_blocks"]
+    lines = [f"# `{res['recipe']}`: Table 1 (test split)", "",
+             f"Mean localisation error (cm) / GFLOPs per sample, {res['samples']} samples of the "
+             f"`{res['split']}` split, fixed corruption seed {res['noise_seed']}; weights: "
+             f"`{res['weights']}`. Budgets are active backbone blocks out of {total}. GFLOPs "
+             f"count backbones + fusion (+ controller, {res['controller_gflops']} GFLOPs, for "
+             "the ADMN rows).", ""]
+    for kind, table in res["tables"].items():
+        lines += [f"## {kind} noise", ""]
+        head = "| policy | " + " | ".join(f"L={b} ({b}/{total})" for b in budgets) + " |"
+        lines += [head, "|---" * (len(budgets) + 1) + "|"]
+        for name, row in table.items():
+            cells = [f"{row[str(b)]['error_cm']:.1f} cm / {row[str(b)]['gflops']:.3f}"
+                     if str(b) in row else "—" for b in budgets]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    alloc = res.get("allocation") or {}
+    if alloc:
+        lines += [f"## Allocation at L={alloc['budget']} as one modality's noise grows", "",
+                  "Mean blocks per modality (others clean):", ""]
+        for mod, sw in alloc["sweeps"].items():
+            pairs = ", ".join(f"σ={s:g}: {'/'.join(f'{v:.1f}' for v in r)}"
+                              for s, r in zip(sw["sigma"], sw["blocks"], strict=True))
+            lines.append(f"- noisy {mod}: {pairs}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(res: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recipe, budgets = res["recipe"], res["budgets"]
+    paths = []
+    kinds = list(res["tables"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for name, row in res["tables"][kind].items():
+            xs = [b for b in budgets if str(b) in row]
+            ys = [row[str(b)]["error_cm"] for b in xs]
+            style = "--" if name == "upper_bound" else "-o"
+            ax.plot(xs, ys, style, label=name, markersize=4)
+        ax.set_title(f"{kind} noise")
+        ax.set_xlabel(f"budget L (blocks of {res['total_blocks']})")
+        ax.set_ylabel("mean error (cm)")
+        ax.set_xticks(budgets)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    p = out_dir / f"{recipe}_error_vs_budget.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+
+    alloc = res.get("allocation") or {}
+    if alloc:
+        mods = list(alloc["sweeps"])
+        fig, axes = plt.subplots(1, len(mods), figsize=(4.5 * len(mods), 3.6), squeeze=False)
+        for ax, mod in zip(axes[0], mods, strict=True):
+            sw = alloc["sweeps"][mod]
+            for j, other in enumerate(mods):
+                ax.plot(sw["sigma"], [r[j] for r in sw["blocks"]], "-o", markersize=4,
+                        label=other)
+            ax.set_title(f"noise on {mod} (L={alloc['budget']})")
+            ax.set_xlabel(f"σ of {mod}")
+            ax.set_ylabel("blocks allocated")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"{recipe}_allocation.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_report(res: dict, out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"{res['recipe']}.md"
+    md.write_text(to_markdown(res), encoding="utf-8")
+    js = out_dir / f"{res['recipe']}.json"
+    js.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return [md, js, *plot(res, out_dir)]

@@ -6,9 +6,8 @@ import sys
 import time
 
 import rclpy
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
 from admn_ros.msg import ComputeBudget, LayerAllocation
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 
 def sample_messages() -> tuple[LayerAllocation, ComputeBudget]:

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy missing: run `make setup`")
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-
 from admn_ros.msg import ComputeBudget, LayerAllocation  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

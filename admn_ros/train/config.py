@@ -61,6 +61,7 @@ class StageConfig:
     time_budget_min: float | None = None
     # --- backbone / mae ---
     init: str | None = None  # checkpoint to start from (default: the previous stage's output)
+    pretrained: str | None = None  # MAE / timm ViT weights loaded into every backbone first
     freeze_blocks: int = 0  # first N blocks (and patch embedding when N > 0) of each backbone
     layerdrop: bool = True
     clean_epochs: int = 1  # backbone: epochs without corruption before it switches on

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from admn_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from admn_ros.core.checkpoint import load_checkpoint, load_pretrained_backbone, save_checkpoint
 from admn_ros.core.config import ModelConfig, config_diff, load_model_config, to_dict
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN, downsample
@@ -75,6 +75,9 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> list[Job]:
     if stage in ("mae", "backbone"):
         def build_admn() -> object:
             model = ADMN(model_cfg)
+            if st.pretrained:
+                for vit in model.backbones.values():
+                    load_pretrained_backbone(vit, cfg.path(st.pretrained))
             init = cfg.path(st.init) if st.init else (out / "mae.pt" if stage == "backbone"
                                                       and (out / "mae.pt").exists() else None)
             if init is not None:

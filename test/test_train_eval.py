@@ -1,0 +1,124 @@
+"""Table-1 evaluation, default-weight export / loading on a tiny trained run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_train_stages import tiny_recipe
+
+from admn_ros.train.config import load_train_config
+from admn_ros.train.main import run_stage
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, dict]:
+    from admn_ros.data.testing import make_tiny_recording
+
+    tmp = tmp_path_factory.mktemp("evalrun")
+    rec = make_tiny_recording(tmp, frames=60, seed=1)
+    small = {"epochs": 2, "max_steps_per_epoch": 2}
+    recipe = tiny_recipe(tmp, rec, backbone=small, controller=small, controller_ae=small,
+                         eval={"budgets": [3, 4, 6], "batch_size": 16, "max_samples": 9})
+    cfg = load_train_config(recipe)
+    for stage in ("backbone", "controller", "controller-ae"):
+        run_stage(cfg, stage)
+    return tmp, recipe
+
+
+def test_eval_writes_every_table_and_plot(run):
+    from admn_ros.cli import main
+
+    tmp, recipe = run
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp / "report"
+    assert main(["eval", "--config", str(path), "--out", str(out)]) == 0
+    res = json.loads((out / "tiny.json").read_text())
+    assert res["recipe"] == "tiny" and res["total_blocks"] == 9 and res["budgets"] == [3, 4, 6]
+    assert set(res["tables"]) == {"binary", "discrete", "continuous"}
+    for table in res["tables"].values():
+        assert {"upper_bound", "admn", "admn_universal", "admn_ae", "naive", "random",
+                "single_rgb", "single_depth", "single_radar"} <= set(table)
+        assert set(table["upper_bound"]) == {"3", "4", "6"}
+        assert set(table["admn"]) == {"4"}  # per-budget controller trained for L=4 only
+        for row in table.values():
+            for cell in row.values():
+                assert cell["error_cm"] >= 0 and cell["gflops"] > 0
+        full = table["upper_bound"]["6"]["gflops"]
+        assert table["naive"]["3"]["gflops"] < table["naive"]["6"]["gflops"] < full
+    md = (out / "tiny.md").read_text()
+    for kind in ("binary", "discrete", "continuous"):
+        assert f"## {kind} noise" in md
+    assert (out / "tiny_error_vs_budget.png").stat().st_size > 1000
+    assert (out / "tiny_allocation.png").stat().st_size > 1000
+
+
+def test_eval_rows_share_the_fixed_corruption(run):
+    from admn_ros.train.evaluate import evaluate
+
+    _, recipe = run
+    cfg = load_train_config(recipe)
+    a = evaluate(cfg, progress=False)["tables"]
+    b = evaluate(cfg, progress=False)["tables"]
+    assert a == b
+
+
+def test_eval_budget_outside_controller_range(run):
+    from admn_ros.train.evaluate import evaluate
+
+    _, recipe = run
+    cfg = load_train_config(dict(recipe, eval=dict(recipe["eval"], budgets=[3, 8])))
+    with pytest.raises(ValueError, match=r"range 3\.\.6"):
+        evaluate(cfg, progress=False)
+
+
+def test_export_and_load_default_weights(run):
+    from admn_ros.train.weights import export, load_default_weights, write_card
+
+    tmp, recipe = run
+    cfg = load_train_config(recipe)
+    files = export(cfg)
+    models = tmp / "models"
+    names = sorted(p.name for p in files)
+    assert names == ["admn_tiny.pt", "controller_tiny_L4.pt", "controller_tiny_ae.pt",
+                     "controller_tiny_universal.pt"]
+    raw = torch.load(models / "admn_tiny.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values()
+               if v.is_floating_point())
+    dw = load_default_weights(models, "tiny", cfg.model_config())
+    assert set(dw.controllers) == {"L4", "ae", "universal"}
+    assert all(p.dtype == torch.float32 for p in dw.model.parameters())
+    assert dw.controller_for(4) is dw.controllers["L4"]
+    assert dw.controller_for(5) is dw.controllers["universal"]
+    with pytest.raises(ValueError, match="budget"):
+        dw.controller_for(8)
+    card = write_card(cfg, train_seconds=60)
+    text = card.read_text()
+    assert "SHA-256" in text and "admn_tiny.pt" in text
+
+    # a damaged file: hash mismatch names the path and `make train`
+    victim = models / "controller_tiny_L4.pt"
+    victim.write_bytes(victim.read_bytes() + b"x")
+    with pytest.raises(ValueError, match=r"controller_tiny_L4\.pt.*make train"):
+        load_default_weights(models, "tiny", cfg.model_config())
+    # a missing file
+    victim.unlink()
+    (models / "admn_tiny.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"admn_tiny\.pt.*make train"):
+        load_default_weights(models, "tiny", cfg.model_config())
+
+
+def test_default_weights_from_another_config(run, tmp_path):
+    from admn_ros.train.weights import export, load_default_weights
+
+    _, recipe = run
+    cfg = load_train_config(dict(recipe, models_dir=str(tmp_path / "m")))
+    export(cfg)
+    other = yaml.safe_load(Path(recipe["model"]).read_text())
+    other["backbone"]["depth"] = 4
+    with pytest.raises(ValueError, match=r"backbone\.depth"):
+        load_default_weights(tmp_path / "m", "tiny", other)

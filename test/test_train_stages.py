@@ -1,0 +1,209 @@
+"""Training stages on a tiny generated recording: loss falls, resume, torchrun, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from admn_ros.train.config import load_train_config
+from admn_ros.train.engine import NonFiniteLossError
+from admn_ros.train.main import run_stage
+from admn_ros.train.state import load_training_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = {
+    "modalities": ["rgb", "depth", "radar"],
+    "in_chans": {"rgb": 3, "depth": 1, "radar": 1},
+    "nodes": ["node1", "node2", "node3"],
+    "backbone": {"img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2,
+                 "mlp_ratio": 2.0},
+    "fusion": {"dim": 32, "depth": 1, "num_heads": 2},
+    "controller": {"img_size": 8, "stem_channels": [8], "dim": 32, "depth": 1, "num_heads": 2},
+}
+
+
+def tiny_recipe(tmp: Path, rec: Path, **over) -> dict:
+    model = tmp / "tiny_model.yaml"
+    model.write_text(yaml.safe_dump(TINY_MODEL))
+    stage = {"epochs": 4, "batch_size": 8, "lr": 3.0e-3, "max_steps_per_epoch": 3,
+             "schedule": "constant"}
+    recipe = {
+        "recipe": "tiny", "seed": 0, "model": str(model), "out_dir": str(tmp / "run"),
+        "models_dir": str(tmp / "models"), "results_dir": str(tmp / "results"),
+        "device": "cpu", "threads": 1,
+        "data": {"root": str(rec), "min_samples": 8},
+        "mae": dict(stage, mask_ratio=0.5),
+        "backbone": dict(stage, clean_epochs=1),
+        "controller": dict(stage, budgets=[4], universal=True, universal_range=[3, 6],
+                           warmup_noise_epochs=1, noise_kinds=["binary"]),
+        "controller_ae": dict(stage, universal=True, universal_range=[3, 6],
+                              warmup_noise_epochs=1, noise_kinds=["binary"]),
+        "eval": {"budgets": [3, 4, 6], "batch_size": 16},
+    }
+    for k, v in over.items():
+        recipe[k] = dict(recipe[k], **v) if isinstance(recipe.get(k), dict) else v
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory) -> Path:
+    from admn_ros.data.testing import make_tiny_recording
+
+    return make_tiny_recording(tmp_path_factory.mktemp("rec"), frames=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, rec) -> tuple[Path, dict]:
+    """All four stages on the tiny recording (shared by the stage and eval tests)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    recipe = tiny_recipe(tmp, rec)
+    cfg = load_train_config(recipe)
+    for stage in ("mae", "backbone", "controller", "controller-ae"):
+        run_stage(cfg, stage)
+    return tmp, recipe
+
+
+def history(run: Path, job: str) -> list[dict]:
+    return load_training_state(run / job / "checkpoint.pt")["history"]
+
+
+@pytest.mark.parametrize("job", ["mae", "admn", "controller_L4", "controller_universal",
+                                 "controller_ae"])
+def test_stage_runs_and_loss_falls(trained, job):
+    tmp, _ = trained
+    run = tmp / "run"
+    h = history(run, job)
+    assert len(h) == 4
+    if job.startswith("controller"):  # epoch 0 trains the noise / AE head only (uncapped)
+        assert h[0]["step"] == 5 and h[-1]["step"] == 5 + 3 * 3
+        assert h[-1]["aux"] < h[0]["aux"]  # noise-sigma L1 / reconstruction
+        assert h[-1]["loss"] < h[1]["loss"] * 1.1
+    else:
+        assert h[-1]["step"] == 12 and h[-1]["loss"] < h[0]["loss"]
+    assert (run / f"{job}.pt").exists()
+    assert (run / job / "metrics.csv").exists() and (run / job / "metrics.jsonl").exists()
+
+
+def test_resume_continues_from_saved_step(tmp_path, rec, capsys):
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, backbone={"epochs": 3}))
+    assert run_stage(cfg, "backbone", stop_after_epochs=1) == []  # "killed" after epoch 1
+    state = load_training_state(tmp_path / "run" / "admn" / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (0, 3)
+    assert not (tmp_path / "run" / "admn.pt").exists()
+    run_stage(cfg, "backbone", resume=True)
+    assert "resumed from" in capsys.readouterr().out
+    h = history(tmp_path / "run", "admn")
+    assert [r["epoch"] for r in h] == [0, 1, 2] and [r["step"] for r in h] == [3, 6, 9]
+    assert h[0] == state["history"][0]
+    assert (tmp_path / "run" / "admn.pt").exists()
+
+
+def test_torchrun_two_processes_agree(tmp_path, rec):
+    recipe = tiny_recipe(tmp_path, rec, backbone={"epochs": 2, "max_steps_per_epoch": 2,
+                                                   "batch_size": 4})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29533", "-m", "admn_ros.cli", "train", "backbone",
+           "--config", str(path)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "all 2 ranks agree on the weights" in proc.stdout
+    h = history(tmp_path / "run", "admn")
+    assert h[-1]["step"] == 4  # 2 epochs x 2 steps, each rank on its own shard
+    assert (tmp_path / "run" / "admn.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, key", [
+    ({"backbone": {"epochz": 3}}, "backbone.epochz"),
+    ({"backbone": {"epochs": "ten"}}, "backbone.epochs"),
+    ({"controller": {"budgets": [4.5]}}, "controller.budgets[0]"),
+    ({"learning_rate": 1}, "learning_rate"),
+])
+def test_recipe_unknown_key_or_wrong_type(bad, key):
+    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_train_config(bad)
+
+
+def test_cli_reports_bad_recipe(tmp_path, capsys):
+    from admn_ros.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("backbone: {epochz: 1}\n")
+    assert main(["train", "backbone", "--config", str(path)]) == 1
+    assert "backbone.epochz" in capsys.readouterr().err
+
+
+def test_checkpoint_from_another_model_config(trained, tmp_path):
+    tmp, recipe = trained
+    other = dict(TINY_MODEL, backbone=dict(TINY_MODEL["backbone"], embed_dim=16))
+    model = tmp_path / "other.yaml"
+    model.write_text(yaml.safe_dump(other))
+    cfg = load_train_config(dict(recipe, model=str(model), out_dir=str(tmp_path / "o"),
+                                 controller=dict(recipe["controller"],
+                                                 init=str(tmp / "run" / "admn.pt"))))
+    with pytest.raises(ValueError, match=r"backbone\.embed_dim"):
+        run_stage(cfg, "controller")
+
+
+def test_resume_with_another_model_config(tmp_path, rec):
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, backbone={"epochs": 2}))
+    run_stage(cfg, "backbone", stop_after_epochs=1)
+    other = dict(TINY_MODEL, fusion=dict(TINY_MODEL["fusion"], depth=2))
+    (tmp_path / "tiny_model.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(ValueError, match=r"fusion\.depth"):
+        run_stage(cfg, "backbone", resume=True)
+
+
+def test_split_too_small_or_missing(tmp_path, rec):
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, data={"min_samples": 10_000}))
+    with pytest.raises(ValueError, match="expected at least 10000 samples"):
+        run_stage(cfg, "backbone")
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, data={"root": str(tmp_path / "none")}))
+    with pytest.raises(ValueError, match="none"):
+        run_stage(cfg, "backbone")
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, backbone={"batch_size": 10_000}))
+    with pytest.raises(ValueError, match="batch_size"):
+        run_stage(cfg, "backbone")
+
+
+def test_budget_outside_range(tmp_path, rec):
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, controller={"budgets": [99]}))
+    with pytest.raises(ValueError, match=r"controller\.budgets"):
+        run_stage(cfg, "controller")
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, controller={"universal_range": [1, 6]}))
+    with pytest.raises(ValueError, match="universal_range"):
+        run_stage(cfg, "controller")
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, rec, monkeypatch):
+    from admn_ros.train import tasks
+
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, backbone={"epochs": 3}))
+    real = tasks.BackboneTask.loss
+
+    def poisoned(self, batch, epoch, step, gen):
+        loss, metrics = real(self, batch, epoch, step, gen)
+        return (loss * float("nan") if step == 4 else loss), metrics
+
+    monkeypatch.setattr(tasks.BackboneTask, "loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 4, batch of samples \[\d+"):
+        run_stage(cfg, "backbone")
+    state = load_training_state(tmp_path / "run" / "admn" / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (0, 3)
+    assert torch.isfinite(torch.cat([v.flatten().float() for v in state["module"].values()
+                                     if v.is_floating_point()])).all()
+    assert json.loads((tmp_path / "run" / "admn" / "metrics.jsonl").read_text()
+                      .splitlines()[-1])["step"] == 3

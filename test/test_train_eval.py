@@ -84,8 +84,9 @@ def test_export_and_load_default_weights(run):
     files = export(cfg)
     models = tmp / "models"
     names = sorted(p.name for p in files)
-    assert names == ["admn_tiny.pt", "controller_tiny_L4.pt", "controller_tiny_ae.pt",
-                     "controller_tiny_universal.pt"]
+    assert names == ["admn_tiny.pt", "admn_tiny_backbone_depth.pt", "admn_tiny_backbone_radar.pt",
+                     "admn_tiny_backbone_rgb.pt", "controller_tiny_L4.pt",
+                     "controller_tiny_ae.pt", "controller_tiny_universal.pt"]
     raw = torch.load(models / "admn_tiny.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in raw["state_dict"].values()
                if v.is_floating_point())
@@ -105,6 +106,11 @@ def test_export_and_load_default_weights(run):
     victim.write_bytes(victim.read_bytes() + b"x")
     with pytest.raises(ValueError, match=r"controller_tiny_L4\.pt.*make train"):
         load_default_weights(models, "tiny", cfg.model_config())
+    # a damaged backbone shard
+    shard = models / "admn_tiny_backbone_rgb.pt"
+    shard.write_bytes(shard.read_bytes()[:-1])
+    with pytest.raises(ValueError, match=r"admn_tiny_backbone_rgb\.pt"):
+        load_default_weights(models, "tiny", cfg.model_config(), controllers=False)
     # a missing file
     victim.unlink()
     (models / "admn_tiny.pt").unlink()

@@ -162,6 +162,8 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
 
     model_cfg = cfg.model_config()
     validate(cfg, model_cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     budgets = list(cfg.eval.budgets) or default_budgets(model_cfg.total_blocks)
     models = load_models(cfg, model_cfg, weights)
     check_budget_ranges(models, budgets)

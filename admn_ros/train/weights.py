@@ -28,6 +28,7 @@ from admn_ros.train.config import REPO_ROOT, TrainConfig, load_train_config
 from admn_ros.train.state import atomic_save
 
 FORMAT = "admn_ros/1"
+SHARD_FORMAT = "admn_ros/1-shard"  # part of an admn file's state dict (one backbone)
 SUMS = "SHA256SUMS"
 HOW_TO_GET = "run `make train` (or restore the files with `git checkout -- models/`)"
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -76,13 +77,32 @@ def export(cfg: TrainConfig) -> list[Path]:
               for k, v in data["state_dict"].items()}
         meta = dict(data.get("meta", {}), stored_dtype="float16")
         out = dest / shipped_name(src.stem, cfg.recipe)
-        atomic_save({"format": FORMAT, "kind": data["kind"],
-                     "model_config": data["model_config"], "state_dict": sd, "meta": meta}, out)
-        if out.stat().st_size > MAX_FILE_BYTES:
-            raise ValueError(f"{out}: expected < 5 MB, got {out.stat().st_size / 1e6:.1f} MB")
-        written.append(out)
+        shards = {}
+        if data["kind"] == "admn":  # each backbone in a file of its own (files stay < 5 MB)
+            for m in data["model_config"]["modalities"]:
+                pre = f"backbones.{m}."
+                shards[shard_name(out, m)] = {k: sd.pop(k) for k in list(sd)
+                                              if k.startswith(pre)}
+            meta["shards"] = sorted(shards)
+        for name, part in shards.items():
+            written.append(_save_small(dest / name, {"format": SHARD_FORMAT, "of": out.name,
+                                                     "state_dict": part}))
+        written.append(_save_small(out, {"format": FORMAT, "kind": data["kind"],
+                                         "model_config": data["model_config"],
+                                         "state_dict": sd, "meta": meta}))
     write_sums(dest)
     return written
+
+
+def shard_name(main: Path, modality: str) -> str:
+    return f"{main.stem}_backbone_{modality}.pt"
+
+
+def _save_small(path: Path, obj: dict) -> Path:
+    atomic_save(obj, path)
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: expected < 5 MB, got {path.stat().st_size / 1e6:.1f} MB")
+    return path
 
 
 def write_sums(dest: Path) -> None:
@@ -150,19 +170,35 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
     if model_config is None:
         candidate = REPO_ROOT / "config" / "model" / f"{recipe}.yaml"
         model_config = candidate if candidate.exists() else None
-    ckpt = load_checkpoint(main, kind="admn")
-    cfg = ckpt.model_config
+    data = read_checkpoint(main)
+    if data["kind"] != "admn":
+        raise ValueError(f"{main}: expected an 'admn' checkpoint, got {data['kind']!r}")
+    cfg = load_model_config(data["model_config"])
+    state = dict(data["state_dict"])
+    for name in data.get("meta", {}).get("shards", []):
+        shard = models_dir / name
+        verify(shard, sums)
+        part = torch.load(shard, map_location="cpu", weights_only=True)
+        if part.get("format") != SHARD_FORMAT or part.get("of") != main.name:
+            raise ValueError(f"{shard}: expected a backbone shard of {main.name}; {HOW_TO_GET}")
+        state.update(part["state_dict"])
     if model_config is not None:
         expected = load_model_config(model_config)
         diff = config_diff(cfg, expected)
         if diff:
             raise ValueError(f"{main}: model config differs from {model_config} in {diff}; "
                              f"retrain with `make train` or pass the matching model config")
-    model = ckpt.module.float().eval()
+    model = ADMN(cfg)
+    try:
+        model.load_state_dict(state)  # float16 -> float32 on copy
+    except RuntimeError as exc:
+        raise ValueError(f"{main}: weights do not fit the model config ({exc}); "
+                         f"{HOW_TO_GET}") from None
+    model.eval()
     out = DefaultWeights(cfg, model, paths={"admn": main})
     if controllers:
         prefix = f"controller_{recipe}"
-        for path in sorted(models_dir.glob(f"{prefix}_*.pt")):
+        for path in sorted(models_dir.glob(f"{prefix}_*.pt")):  # controllers only
             verify(path, sums)
             c = load_checkpoint(path, kind="controller")
             check_compatible(c.model_config, cfg, path)
@@ -208,8 +244,12 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     ]
     for name in sorted(sums):
         p = dest / name
-        meta = read_checkpoint(p).get("meta", {}) if p.exists() else {}
+        raw = torch.load(p, map_location="cpu", weights_only=True) if p.exists() else {}
         size = p.stat().st_size / 1e6 if p.exists() else 0
+        if raw.get("format") == SHARD_FORMAT:
+            lines.append(f"  - `{name}` ({size:.2f} MB): backbone weights of `{raw['of']}`")
+            continue
+        meta = raw.get("meta", {})
         lines.append(f"  - `{name}` ({size:.2f} MB): {meta.get('stage', '?')}"
                      + (f", budget {meta['budget']}" if "budget" in meta else ""))
     lines += [

@@ -287,6 +287,7 @@ def to_markdown(res: dict) -> str:
                      if str(b) in row else "—" for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += goal_lines(res)
     alloc = res.get("allocation") or {}
     if alloc:
         lines += [f"## Allocation at L={alloc['budget']} as one modality's noise grows", "",
@@ -297,6 +298,37 @@ def to_markdown(res: dict) -> str:
             lines.append(f"- noisy {mod}: {pairs}")
         lines.append("")
     return "\n".join(lines)
+
+
+def goal_lines(res: dict) -> list[str]:
+    """The demo's accuracy goals, measured (binary noise, lowest budget)."""
+    t = res["tables"].get("binary", {})
+    budgets = res["budgets"]
+    low = str(budgets[0])
+
+    def err(policy: str, b: str) -> float | None:
+        return t.get(policy, {}).get(b, {}).get("error_cm")
+
+    admn, ub = err("admn", low), err("upper_bound", low)
+    if admn is None or ub is None:
+        return []
+    out = ["## Goals (binary noise)", "",
+           f"- ADMN at L={low} vs upper bound: {admn:.1f} / {ub:.1f} cm = {admn / ub:.2f}x "
+           f"(goal <= 1.25x)"]
+    for base in ("naive", "random"):
+        e = err(base, low)
+        if e is not None:
+            out.append(f"- {base} at L={low} vs ADMN: {e:.1f} / {admn:.1f} cm = {e / admn:.2f}x "
+                       f"(goal >= 2x)")
+    gaps = []
+    for b in map(str, budgets):
+        u, a = err("admn_universal", b), err("admn", b)
+        if u is not None and a is not None:
+            gaps.append(f"L={b}: {100 * (u - a) / a:+.1f} %")
+    if gaps:
+        out.append("- universal vs per-budget controllers: " + ", ".join(gaps)
+                   + " (goal within 10 %)")
+    return [*out, ""]
 
 
 def plot(res: dict, out_dir: Path) -> list[Path]:

@@ -281,6 +281,11 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     if train_seconds:
         lines.append(f"- Wall time of `make train` on this machine: {train_seconds / 60:.1f} min "
                      "(2 shared CPU cores).")
+    if any(st.time_budget_min for st in (cfg.backbone, cfg.controller, cfg.controller_ae)):
+        lines.append("- Jobs with `time_budget_min` stop when their wall-clock budget is spent "
+                     "(the learning-rate schedule follows max(step, time) progress), so the "
+                     "number of steps, and the weights, depend on the machine's speed; the "
+                     "steps actually run are in each file's `meta`.")
     lines += ["", "## Evaluation (test split)", ""]
     if table_md.exists():
         body = table_md.read_text(encoding="utf-8").split("\n", 1)[1]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_core_helpers import count_block_calls, rand_inputs, tiny_cfg
 
+from admn_ros.core.config import load_model_config, to_dict
 from admn_ros.core.model import ADMN, downsample
 
 
@@ -144,3 +145,23 @@ def test_seeded_determinism() -> None:
     b = ADMN(tiny_cfg())
     x = rand_inputs(a.cfg)
     torch.testing.assert_close(a(x).mean, b(x).mean)
+
+
+def test_backbones_standardise_inputs_with_config_statistics() -> None:
+    cfg = tiny_cfg()
+    mean = {m: [0.4] * cfg.in_chans[m] for m in cfg.modalities}
+    std = {m: [0.2] * cfg.in_chans[m] for m in cfg.modalities}
+    torch.manual_seed(0)
+    plain = ADMN(cfg).eval()
+    normed = ADMN(load_model_config({**to_dict(cfg), "input_mean": mean, "input_std": std})).eval()
+    normed.load_state_dict(plain.state_dict())  # the statistics are config, not weights
+    x = rand_inputs(cfg)
+    full = torch.ones(cfg.num_modalities, cfg.depth, dtype=torch.bool)
+    with torch.no_grad():
+        got = normed(x, full).mean
+        want = plain({m: (v - 0.4) / 0.2 for m, v in x.items()}, full).mean
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match=r"input_std\.rgb: expected 3 values"):
+        load_model_config({**to_dict(cfg), "input_std": {"rgb": [0.2]}})
+    with pytest.raises(ValueError, match="input_std: expected values > 0"):
+        load_model_config({**to_dict(cfg), "input_std": {"depth": [0.0]}})

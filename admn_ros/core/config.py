@@ -226,6 +226,10 @@ class LayerDropConfig:
 class ModelConfig:
     modalities: list[str] = field(default_factory=lambda: ["rgb", "depth", "radar"])
     in_chans: dict[str, int] = field(default_factory=lambda: {"rgb": 3, "depth": 1, "radar": 1})
+    # per-modality, per-channel statistics of the [0, 1] inputs; the backbones standardise with
+    # them (empty: no standardisation)
+    input_mean: dict[str, list[float]] = field(default_factory=dict)
+    input_std: dict[str, list[float]] = field(default_factory=dict)
     nodes: list[str] = field(default_factory=lambda: ["node1", "node2", "node3"])
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -275,6 +279,13 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise ValueError(
             f"in_chans: expected keys {cfg.modalities}, got {list(cfg.in_chans)}"
         )
+    for name in ("input_mean", "input_std"):
+        for m, values in getattr(cfg, name).items():
+            if m not in cfg.in_chans or len(values) != cfg.in_chans[m]:
+                raise ValueError(f"{name}.{m}: expected {cfg.in_chans.get(m, '?')} values for a "
+                                 f"modality in {cfg.modalities}, got {values}")
+    if any(s <= 0 for values in cfg.input_std.values() for s in values):
+        raise ValueError(f"input_std: expected values > 0, got {cfg.input_std}")
     if not cfg.nodes or len(set(cfg.nodes)) != len(cfg.nodes):
         raise ValueError(f"nodes: expected unique, non-empty names, got {cfg.nodes}")
     b = cfg.backbone

@@ -102,9 +102,19 @@ class VisionTransformer(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
+        input_mean: list[float] | None = None,
+        input_std: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.embed_dim, self.depth = embed_dim, depth
+        # --- input standardisation (timm's pretrained mean/std, applied inside the model) ---
+        # Inputs arrive in [0, 1]. Their common offset would otherwise dominate every patch
+        # embedding, so the CLS token sees near-identical images and from-scratch training
+        # stalls at a constant output. Buffers, not state: they come from the model config.
+        mean = torch.tensor(input_mean or [0.0] * in_chans).view(1, -1, 1, 1)
+        std = torch.tensor(input_std or [1.0] * in_chans).view(1, -1, 1, 1)
+        self.register_buffer("input_mean", mean, persistent=False)
+        self.register_buffer("input_std", std, persistent=False)
         # --- tokens ---
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -164,6 +174,7 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def embed(self, x: Tensor) -> Tensor:
+        x = (x - self.input_mean) / self.input_std
         x = self.patch_embed(x) + self.pos_embed[:, 1:]  # [N, P, E]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1)  # [N, 1 + P, E]

@@ -64,7 +64,8 @@ def _cuda() -> str:
 
 def _discovery() -> str:
     value = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "<unset: SUBNET>")
-    return f"ROS_AUTOMATIC_DISCOVERY_RANGE={value}, ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}"
+    domain = os.environ.get("ROS_DOMAIN_ID", "0")
+    return f"ROS_AUTOMATIC_DISCOVERY_RANGE={value}, ROS_DOMAIN_ID={domain}"
 
 
 PROBES: list[tuple[str, Callable[[], str], bool]] = [

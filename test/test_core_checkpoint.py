@@ -9,6 +9,7 @@ import torch
 from test_core_helpers import rand_inputs, tiny_cfg
 
 from admn_ros.core.checkpoint import (
+    SHARD_FORMAT,
     CheckpointKind,
     load_checkpoint,
     load_pretrained_backbone,
@@ -121,3 +122,23 @@ def test_other_registries_use_the_same_functions(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "a.pt", kinds=kinds)
     with pytest.raises(ValueError, match=r"expected a 'ctrl2' checkpoint, got 'admn'"):
         load_checkpoint(tmp_path / "a.pt", into=Controller(cfg), kinds=kinds)
+
+
+def test_checkpoint_with_shards_loads_whole_and_names_a_missing_shard(tmp_path) -> None:
+    cfg = tiny_cfg()
+    model = ADMN(cfg)
+    path = tmp_path / "admn.pt"
+    save_checkpoint(path, model)
+    data = torch.load(path, weights_only=True)
+    part = {k: data["state_dict"].pop(k) for k in list(data["state_dict"])
+            if k.startswith("backbones.rgb.")}
+    data["meta"] = {"shards": ["admn_rgb.pt"]}
+    torch.save(data, path)
+    torch.save({"format": SHARD_FORMAT, "of": "admn.pt", "state_dict": part},
+               tmp_path / "admn_rgb.pt")
+    loaded = load_checkpoint(path, kind="admn").module
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    (tmp_path / "admn_rgb.pt").unlink()
+    with pytest.raises(ValueError, match=r"admn_rgb\.pt"):
+        load_checkpoint(path, kind="admn")

@@ -23,6 +23,7 @@ from admn_ros.core.model import ADMN
 from admn_ros.core.vit import VisionTransformer
 
 FORMAT = "admn_ros/1"
+SHARD_FORMAT = "admn_ros/1-shard"  # part of a checkpoint's state dict, in a file of its own
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,27 @@ def read_checkpoint(path: str | Path,
                          f"got {got!r}")
     if data.get("kind") not in known:
         raise ValueError(f"{path}: expected kind in {list(known)}, got {data.get('kind')!r}")
+    shards = data.get("meta", {}).get("shards", [])
+    if shards:
+        data = {**data, "state_dict": merge_shards(Path(path), data["state_dict"], shards)}
     return data
+
+
+def merge_shards(main: Path, state: Mapping[str, Tensor], names: list[str]) -> dict[str, Tensor]:
+    """`state` plus the parts stored in shard files beside `main` (large models are split so
+    that every shipped file stays small)."""
+    merged = dict(state)
+    for name in names:
+        shard = main.parent / name
+        if not shard.is_file():
+            raise ValueError(f"{shard}: expected the shard {name!r} of {main.name}, got no file")
+        part = torch.load(shard, map_location="cpu", weights_only=True)
+        if not isinstance(part, dict) or part.get("format") != SHARD_FORMAT \
+                or part.get("of") != main.name:
+            raise ValueError(f"{shard}: expected a shard of {main.name} (format "
+                             f"{SHARD_FORMAT!r})")
+        merged.update(part["state_dict"])
+    return merged
 
 
 def load_checkpoint(path: str | Path, into: nn.Module | None = None, kind: str | None = None,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
 
 import torch
 
@@ -12,6 +10,7 @@ from admn_ros.core.checkpoint import load_checkpoint
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 from admn_ros.nodes.common import resolve
+from admn_ros.train.weights import verify_listed
 
 GET_WEIGHTS = ("get the default weights with `make train` (writes models/), or pass the "
                "`weights` parameter / `--weights` pointing at a checkpoint")
@@ -21,27 +20,13 @@ class WeightsError(RuntimeError):
     """Missing, corrupted or mismatched weights: the message names the path and the fix."""
 
 
-def _check_sha(path: Path) -> None:
-    """If a SHA256SUMS beside the file lists it, the file must match."""
-    sums = path.parent / "SHA256SUMS"
-    if not sums.exists():
-        return
-    for line in sums.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2 and Path(parts[1].lstrip("*")).name == path.name:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != parts[0]:
-                raise WeightsError(f"{path}: SHA-256 {digest[:12]}… does not match {sums} "
-                                   f"({parts[0][:12]}…); re-fetch or retrain: {GET_WEIGHTS}")
-
-
 def load_module(path: str, kind: str) -> tuple[torch.nn.Module, dict]:
     """An eval-mode ADMN or Controller from a core checkpoint, and its meta."""
     p = resolve(path)
     if not p.is_file():
         raise WeightsError(f"{kind} weights not found at {p}: {GET_WEIGHTS}")
-    _check_sha(p)
     try:
+        verify_listed(p)  # against SHA256SUMS beside it (shipped weights), shards included
         ck = load_checkpoint(p, kind=kind)
     except (ValueError, RuntimeError, OSError) as exc:
         raise WeightsError(f"{p}: not a usable {kind} checkpoint ({exc}); {GET_WEIGHTS}") from None

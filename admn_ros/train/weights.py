@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from admn_ros.core.checkpoint import load_checkpoint, read_checkpoint
+from admn_ros.core.checkpoint import SHARD_FORMAT, load_checkpoint, read_checkpoint
 from admn_ros.core.config import ModelConfig, config_diff, load_model_config
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
@@ -28,7 +28,6 @@ from admn_ros.train.config import REPO_ROOT, TrainConfig, load_train_config
 from admn_ros.train.state import atomic_save
 
 FORMAT = "admn_ros/1"
-SHARD_FORMAT = "admn_ros/1-shard"  # part of an admn file's state dict (one backbone)
 SUMS = "SHA256SUMS"
 HOW_TO_GET = "run `make train` (or restore the files with `git checkout -- models/`)"
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -158,6 +157,22 @@ def verify(path: Path, sums: dict[str, str]) -> None:
                          f"(a git-lfs pointer?); {HOW_TO_GET}")
 
 
+def verify_shards(main: Path, sums: dict[str, str]) -> None:
+    """Every shard file `main` lists must match SHA256SUMS too."""
+    meta = torch.load(main, map_location="cpu", weights_only=True).get("meta", {})
+    for name in meta.get("shards", []):
+        verify(main.parent / name, sums)
+
+
+def verify_listed(path: str | Path) -> None:
+    """When a SHA256SUMS stands beside `path`, the file and its shards must match it."""
+    path = Path(path)
+    if (path.parent / SUMS).is_file():
+        sums = _read_sums(path.parent)
+        verify(path, sums)
+        verify_shards(path, sums)
+
+
 def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: str = "demo",
                          model_config: str | Path | ModelConfig | None = None,
                          controllers: bool = True) -> DefaultWeights:
@@ -170,18 +185,12 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
     if model_config is None:
         candidate = REPO_ROOT / "config" / "model" / f"{recipe}.yaml"
         model_config = candidate if candidate.exists() else None
-    data = read_checkpoint(main)
+    verify_shards(main, sums)
+    data = read_checkpoint(main)  # backbone shards merged in
     if data["kind"] != "admn":
         raise ValueError(f"{main}: expected an 'admn' checkpoint, got {data['kind']!r}")
     cfg = load_model_config(data["model_config"])
-    state = dict(data["state_dict"])
-    for name in data.get("meta", {}).get("shards", []):
-        shard = models_dir / name
-        verify(shard, sums)
-        part = torch.load(shard, map_location="cpu", weights_only=True)
-        if part.get("format") != SHARD_FORMAT or part.get("of") != main.name:
-            raise ValueError(f"{shard}: expected a backbone shard of {main.name}; {HOW_TO_GET}")
-        state.update(part["state_dict"])
+    state = data["state_dict"]
     if model_config is not None:
         expected = load_model_config(model_config)
         diff = config_diff(cfg, expected)

@@ -257,7 +257,8 @@ def plot_error_vs_gflops(res: dict, out_dir: Path) -> Path | None:
         table = res["tables"][kind]
         for name in ("admn", "admn_universal", "naive", "random"):
             row = table.get(name, {})
-            pts = sorted((c["gflops"], c["error_cm"]) for c in row.values())
+            pts = [(row[str(b)]["gflops"], row[str(b)]["error_cm"])  # in budget order
+                   for b in res["budgets"] if str(b) in row]
             if pts:
                 ax.plot(*zip(*pts, strict=True), "-o", markersize=4, label=name)
         ub = next(iter(table.get("upper_bound", {}).values()), None)

@@ -8,10 +8,12 @@ helper). Paths in a recipe are relative to the repository root (the working dire
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from admn_ros.core.baselines.common import LAM_MAX
 from admn_ros.core.config import (
     ModelConfig,
     NoiseConfig,
@@ -22,8 +24,12 @@ from admn_ros.core.config import (
     to_dict,
 )
 
-STAGES = ("mae", "backbone", "controller", "controller-ae")
+BASELINE_STAGES = ("dynmm", "mmexit", "m2sn")  # competing methods (docs/BASELINES.md)
+STAGES = ("mae", "backbone", "controller", "controller-ae", *BASELINE_STAGES)
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# knob name and valid range per method (the models' LAM_MAX; MMExit threshold in cm)
+KNOBS = {"dynmm": ("lam", 0.0, LAM_MAX), "mmexit": ("threshold_cm", 0.0, math.inf),
+         "m2sn": ("lam", 0.0, LAM_MAX)}
 
 
 @dataclass
@@ -81,6 +87,26 @@ class StageConfig:
     noise_weight: dict[str, float] = field(default_factory=dict)  # per modality, default 1
     warmup_noise_epochs: int = 1  # first epoch(s): noise head (or AE) only
     recon_weight: float = 1.0  # controller-ae
+    # --- baselines (dynmm, mmexit, m2sn): warm start from `init` (default: <out_dir>/admn.pt)
+    baseline_config: str | None = None  # method config (default: config/baselines/<stage>.yaml)
+    pretrain_epochs: int = 0  # dynmm / m2sn: first epochs run stage I (random gate / shortcuts)
+    freeze_model: bool = False  # freeze backbones, fusion and head (train gate / exits only)
+    # dynmm / m2sn: controller checkpoint whose trunk initialises the gate / navigator;
+    # "auto": <out_dir>/controller_universal.pt, else the largest controller_L*.pt, if any
+    gate_init: str | None = None
+
+
+@dataclass
+class BaselineEval:
+    """One competing method in `admn eval` (skipped with a note when its checkpoint is absent).
+
+    sweep: knob values (dynmm / m2sn: lambda in [0, 1e4]; mmexit: threshold_cm in [0, inf]).
+    budgets: ADMN budgets L at which the knob is also calibrated (`knob_for_budget`) to ADMN's
+        GFLOPs at L (naive-mask cost + controller), on the evaluated samples themselves.
+    """
+
+    sweep: list[float] = field(default_factory=list)
+    budgets: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +117,13 @@ class EvalSection:
     max_samples: int | None = None
     noise_seed: int = 1234
     random_seed: int = 0
+    # competing methods: knob sweeps (empty sweep and budgets: not evaluated)
+    dynmm: BaselineEval = field(default_factory=lambda: BaselineEval(
+        sweep=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))
+    mmexit: BaselineEval = field(default_factory=lambda: BaselineEval(
+        sweep=[0.0, 10.0, 20.0, 30.0, 50.0, 100.0, 1000.0]))
+    m2sn: BaselineEval = field(default_factory=lambda: BaselineEval(
+        sweep=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))
 
 
 @dataclass
@@ -109,6 +142,9 @@ class TrainConfig:
     backbone: StageConfig = field(default_factory=StageConfig)
     controller: StageConfig = field(default_factory=StageConfig)
     controller_ae: StageConfig = field(default_factory=StageConfig)
+    dynmm: StageConfig = field(default_factory=StageConfig)
+    mmexit: StageConfig = field(default_factory=StageConfig)
+    m2sn: StageConfig = field(default_factory=StageConfig)
     eval: EvalSection = field(default_factory=EvalSection)
 
     def stage(self, name: str) -> StageConfig:
@@ -153,11 +189,26 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
         if not 0 <= st.freeze_blocks <= model_cfg.depth:
             raise ValueError(f"{sec}.freeze_blocks: expected 0..{model_cfg.depth}, "
                              f"got {st.freeze_blocks}")
-    for name in ("mae", "backbone", "controller", "controller_ae"):
+    for name in ("mae", "backbone", "controller", "controller_ae", *BASELINE_STAGES):
         st = getattr(cfg, name)
         if st.epochs < 0 or st.batch_size < 1 or st.lr <= 0:
             raise ValueError(f"{name}: expected epochs >= 0, batch_size >= 1, lr > 0, got "
                              f"{st.epochs}, {st.batch_size}, {st.lr}")
+    for name in BASELINE_STAGES:
+        st = getattr(cfg, name)
+        if not 0 <= st.freeze_blocks <= model_cfg.depth or st.pretrain_epochs < 0:
+            raise ValueError(f"{name}: expected freeze_blocks in 0..{model_cfg.depth} and "
+                             f"pretrain_epochs >= 0, got {st.freeze_blocks}, "
+                             f"{st.pretrain_epochs}")
+        ev: BaselineEval = getattr(cfg.eval, name)
+        knob, klo, khi = KNOBS[name]
+        for i, v in enumerate(ev.sweep):
+            if math.isnan(v) or not klo <= v <= khi:
+                raise ValueError(f"eval.{name}.sweep[{i}]: expected {knob} in [{klo}, {khi}], "
+                                 f"got {v}")
+        for b in ev.budgets:
+            if not lo <= b <= hi:
+                raise ValueError(f"eval.{name}.budgets: expected {lo} <= L <= {hi}, got {b}")
 
 
 def load_train_config(source: str | Path | dict[str, Any]) -> TrainConfig:

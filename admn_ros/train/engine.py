@@ -25,7 +25,8 @@ def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int
     """One pass over `batches` (ends early once `out_of_time()` on any rank);
     returns (mean metrics over ranks, global step after)."""
     module.train()
-    if hasattr(task, "model") and task.module is not task.model and task.name != "mae":
+    if hasattr(task, "model") and task.module is not task.model and task.name != "mae" \
+            and not getattr(task, "trains_model", False):
         task.model.eval()  # frozen main network (controller stages)
     means = SmoothedMeans()
     bar = tqdm(batches, total=total, desc=desc, disable=not D.is_main(), leave=False,

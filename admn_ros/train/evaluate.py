@@ -10,6 +10,10 @@ The main network is called in one place, a `Runner` (`runner(inputs, mask) ->
 GaussianPrediction`); the default `CachingRunner` memoises each modality's backbone features
 per distinct block row within a batch (policies often share rows), and the inference engine can
 pass its own runner instead.
+
+Competing methods (DynMM, MMExit, M2SN; `evaluate_baselines.py`) add a `baselines` key (knob
+sweeps: error, GFLOPs, latency per point), a markdown section against ADMN at matched compute
+and an error-vs-GFLOPs plot; the Table-1 rows above are untouched by them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ from admn_ros.core.noise import add_gaussian_noise, corrupt
 from admn_ros.core.policies import make_policy
 from admn_ros.train.config import TrainConfig, default_budgets, validate
 from admn_ros.train.data import load_split
+from admn_ros.train.evaluate_baselines import (
+    baseline_lines,
+    evaluate_baselines,
+    plot_error_vs_gflops,
+)
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
 Runner = Callable[[dict[str, Tensor], Tensor], GaussianPrediction]
@@ -232,11 +241,15 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
         tables[kind] = table
 
     allocation = allocation_sweep(models, cfg, model_cfg, split, order, budgets)
+    run_dir = Path(weights) if weights else cfg.path(cfg.out_dir)
+    baselines = evaluate_baselines(cfg, model_cfg, split, order, run_dir, NOISE_SETTINGS,
+                                   progress)
     return {"recipe": cfg.recipe, "total_blocks": model_cfg.total_blocks, "budgets": budgets,
             "tables": tables, "samples": len(order), "split": cfg.eval.split,
             "noise_seed": cfg.eval.noise_seed, "noise_levels": dict(cfg.noise.levels),
             "weights": models.source, "allocation": allocation,
-            "controller_gflops": round(cost.controller_flops() / 1e9, 4)}
+            "controller_gflops": round(cost.controller_flops() / 1e9, 4),
+            "baselines": baselines}
 
 
 @torch.no_grad()
@@ -297,6 +310,7 @@ def to_markdown(res: dict) -> str:
                               for s, r in zip(sw["sigma"], sw["blocks"], strict=True))
             lines.append(f"- noisy {mod}: {pairs}")
         lines.append("")
+    lines += baseline_lines(res)
     return "\n".join(lines)
 
 
@@ -388,4 +402,5 @@ def write_report(res: dict, out_dir: str | Path) -> list[Path]:
     md.write_text(to_markdown(res), encoding="utf-8")
     js = out_dir / f"{res['recipe']}.json"
     js.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    return [md, js, *plot(res, out_dir)]
+    combined = plot_error_vs_gflops(res, out_dir)
+    return [md, js, *plot(res, out_dir), *([combined] if combined else [])]

@@ -2,7 +2,8 @@
 
 Stage outputs (core checkpoints under the recipe's `out_dir`):
 `mae.pt`, `admn.pt` (backbones + fusion), `controller_L{L}.pt`, `controller_universal.pt`,
-`controller_ae.pt` (universal AE) / `controller_ae_L{L}.pt`. Each job also keeps
+`controller_ae.pt` (universal AE) / `controller_ae_L{L}.pt`, and for the competing methods
+`dynmm.pt`, `mmexit.pt`, `m2sn.pt` (baseline checkpoints, docs/BASELINES.md). Each job also keeps
 `<out_dir>/<job>/checkpoint.pt` (training state, every epoch) and `metrics.csv/.jsonl`.
 """
 
@@ -23,6 +24,7 @@ from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.train import distributed as D
 from admn_ros.train.config import (
+    BASELINE_STAGES,
     StageConfig,
     TrainConfig,
     as_dict,
@@ -35,6 +37,7 @@ from admn_ros.train.metrics import MetricWriter
 from admn_ros.train.state import atomic_save, load_training_state, rng_state, set_rng_state
 from admn_ros.train.tasks import (
     BackboneTask,
+    BaselineTask,
     ControllerTask,
     MAETask,
     localisation_error_cm,
@@ -69,9 +72,51 @@ def load_admn(path: Path, model_cfg: ModelConfig) -> ADMN:
     return load_checkpoint(path, into=ADMN(model_cfg), kind="admn").module
 
 
+def find_controller(out: Path) -> Path | None:
+    """The trained controller whose trunk best suits a gate: universal, else the largest L."""
+    if (out / "controller_universal.pt").is_file():
+        return out / "controller_universal.pt"
+    per_budget = sorted(out.glob("controller_L*.pt"),
+                        key=lambda p: int(p.stem[len("controller_L"):]))
+    return per_budget[-1] if per_budget else None
+
+
+def build_baseline_task(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> BaselineTask:
+    """The method from its config, warm-started from the ADMN checkpoint (and a controller)."""
+    from admn_ros.core.baselines import build_baseline, init_from_admn, load_baseline_config
+    from admn_ros.train.weights import check_compatible
+
+    out, st = cfg.path(cfg.out_dir), cfg.stage(stage)
+    bcfg = load_baseline_config(cfg.path(st.baseline_config or f"config/baselines/{stage}.yaml"),
+                                method=stage)
+    module = build_baseline(model_cfg, bcfg)
+    admn_path = cfg.path(st.init) if st.init else out / "admn.pt"
+    if not admn_path.is_file():
+        raise ValueError(f"{admn_path}: expected the backbone stage's output; run "
+                         f"`admn train backbone --config ...` first")
+    init_from_admn(module, admn_path)
+    trunk = getattr(module, "gate_trunk", None) or getattr(module, "nav_trunk", None)
+    if st.gate_init and trunk is not None:
+        ctrl_path = find_controller(out) if st.gate_init == "auto" else cfg.path(st.gate_init)
+        if ctrl_path is None:
+            if D.is_main():
+                print(f"[train] {stage}: gate_init auto: no controller in {out}, gate from "
+                      f"scratch")
+        else:
+            c = load_checkpoint(ctrl_path, kind="controller")
+            check_compatible(c.model_config, model_cfg, ctrl_path)
+            trunk.load_from_controller(c.module)
+            if D.is_main():
+                print(f"[train] {stage}: gate trunk from {ctrl_path}")
+    return BaselineTask(stage, module, st, cfg.noise)
+
+
 def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> list[Job]:
     out = cfg.path(cfg.out_dir)
     st = cfg.stage(stage)
+    if stage in BASELINE_STAGES:
+        return [Job(stage, out / f"{stage}.pt",
+                    lambda: build_baseline_task(cfg, stage, model_cfg))]
     if stage in ("mae", "backbone"):
         def build_admn() -> object:
             model = ADMN(model_cfg)
@@ -131,6 +176,13 @@ def validate_task(task, val: Split, st: StageConfig, cfg: TrainConfig,
     for i in range(0, n, st.batch_size):
         batch = val.batch(idx[i:i + st.batch_size], device)
         noisy = corrupt(batch["inputs"], cfg.noise, "binary", gen).inputs
+        if task.name in BASELINE_STAGES:  # the method at its config's knob, eval mode
+            lowres = downsample(noisy, model.model_cfg.controller.img_size)
+            out = model(noisy, lowres)
+            errs.setdefault("val_binary_cm", []).append(
+                localisation_error_cm(out.pred.mean, batch["target"]))
+            errs.setdefault("val_gflops", []).append(out.flops.float() / 1e9)
+            continue
         if task.name == "backbone":
             runs = {"val_clean_cm": (batch["inputs"], None), "val_binary_cm": (noisy, None)}
         else:
@@ -160,6 +212,7 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     if hasattr(task, "model"):
         task.model.to(device)
     export = task.controller if hasattr(task, "controller") else task.model
+    export_cfg = getattr(task, "export_config", None) or export.cfg  # its ModelConfig
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.lr, weight_decay=st.weight_decay)
     def epoch_steps(epoch: int) -> int:  # controller warm-up (noise / AE head only) is uncapped
@@ -183,9 +236,12 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     start_epoch, step, history = 0, 0, []
     if resume and ckpt_path.exists():
         state = load_training_state(ckpt_path)
-        diff = config_diff(load_model_config(state["model_config"]), export.cfg)
+        diff = config_diff(load_model_config(state["model_config"]), export_cfg)
         if diff:
             raise ValueError(f"checkpoint {ckpt_path}: model config mismatch in {diff}")
+        if state.get("baseline_config", to_dict(export.cfg)) != to_dict(export.cfg):
+            raise ValueError(f"checkpoint {ckpt_path}: baseline config differs from "
+                             f"{state['baseline_config']}")
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -224,7 +280,9 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
             history.append(row)
             writer.write(row)
             atomic_save({"format": "admn_ros/train-state/1", "job": job.name,
-                         "model_config": to_dict(export.cfg), "recipe": as_dict(cfg),
+                         "model_config": to_dict(export_cfg), "recipe": as_dict(cfg),
+                         **({"baseline_config": to_dict(export.cfg)}
+                            if export_cfg is not export.cfg else {}),
                          "module": module.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
                          "history": history, "rng": rng_state(),
@@ -252,7 +310,10 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
                             if isinstance(v, int | float)}}
         if hasattr(task, "budget"):
             meta["budget"] = list(task.budget) if isinstance(task.budget, tuple) else task.budget
-        save_checkpoint(job.output, export, meta)
+        if hasattr(task, "save"):
+            task.save(job.output, meta)
+        else:
+            save_checkpoint(job.output, export, meta)
         print(f"[train] {job.name}: wrote {job.output}", flush=True)
     D.barrier()
     return job.output

@@ -10,6 +10,10 @@ the loop in `engine.py` is the same for every stage.
   noise-sigma L1 (supervised) or + reconstruction MSE (unsupervised AE head); the first
   `warmup_noise_epochs` train only the noise / AE head. Budget fixed, or drawn per sample from
   a range for the universal (budget-token) controller.
+- `BaselineTask` (stages `dynmm`, `mmexit`, `m2sn`): a competing method (docs/BASELINES.md)
+  warm-started from the ADMN checkpoint, trained on corrupted batches; DynMM / M2SN run their
+  stage I loss for the first `pretrain_epochs`, then stage II (task + lambda x cost); M2SN's
+  Gumbel temperature is annealed per epoch over stage II; MMExit trains all exits jointly.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from admn_ros.core.baselines import M2SN, save_baseline_checkpoint
 from admn_ros.core.config import ModelConfig, NoiseConfig
 from admn_ros.core.controller import Controller
 from admn_ros.core.layerdrop import LayerDrop
@@ -220,3 +225,56 @@ class ControllerTask:
         err = localisation_error_cm(pred.mean.detach(), target).mean()
         metrics.update(loss=loss.item(), task=task.item(), error_cm=float(err))
         return loss, metrics
+
+
+# --------------------------------------------------------------------------------------------
+# competing methods (DynMM, MMExit, M2SN)
+# --------------------------------------------------------------------------------------------
+class BaselineTask:
+    """One baseline module (its whole state is trained and exported, `freeze_*` aside)."""
+
+    trains_model = True  # the engine must not switch `model` to eval mode (it is the module)
+
+    def __init__(self, method: str, module: nn.Module, st: StageConfig,
+                 noise: NoiseConfig) -> None:
+        self.name, self.st, self.noise = method, st, noise
+        self.model = self.module = module  # the baseline itself (ADMN inside: module.model)
+        self.export_config = module.model_cfg
+        freeze_early_blocks(module.model, st.freeze_blocks)
+        if st.freeze_model:
+            module.model.requires_grad_(False)
+
+    def save(self, path, meta: dict) -> None:
+        save_baseline_checkpoint(path, self.module, meta)
+
+    def stage_one(self, epoch: int) -> bool:
+        return self.name != "mmexit" and epoch < self.st.pretrain_epochs
+
+    def tau(self, epoch: int) -> float | None:
+        """M2SN's Gumbel temperature: annealed per epoch over stage II (tau_end at the last)."""
+        if not isinstance(self.module, M2SN):
+            return None
+        stage2 = max(1, self.st.epochs - self.st.pretrain_epochs - 1)
+        return self.module.tau_at(max(0, epoch - self.st.pretrain_epochs), stage2)
+
+    def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
+             ) -> tuple[Tensor, dict[str, float]]:
+        target, inputs = batch["target"], batch["inputs"]
+        if float(torch.rand(1, generator=gen)) < self.st.corrupt_prob:
+            inputs = corrupt(inputs, self.noise, pick_kind(self.st.noise_kinds, gen), gen).inputs
+        m, core = self.module, self.model  # module: maybe DDP-wrapped; model: the baseline
+        if self.name == "mmexit":
+            out = m(inputs, None)
+            terms = core.loss(out, target)
+        else:
+            lowres = downsample(inputs, core.model_cfg.controller.img_size)
+            first = self.stage_one(epoch)
+            kwargs = {"random_gate": True} if first and self.name == "dynmm" else {}
+            if self.name == "m2sn":
+                kwargs["tau"] = self.tau(epoch)
+            out = m(inputs, lowres, **kwargs)
+            terms = core.pretrain_loss(out, target) if first else core.loss(out, target)
+        err = localisation_error_cm(out.pred.mean.detach(), target).mean()
+        return terms.total, {"loss": terms.total.item(), "task": terms.task.item(),
+                             "resource": terms.resource.item(), "error_cm": float(err),
+                             "gflops": float(out.flops.mean()) / 1e9}

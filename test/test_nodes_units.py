@@ -289,3 +289,24 @@ def test_launch_file_builds_one_node_per_description_entry(monkeypatch):
         assert node.kwargs["name"] == spec.name
         assert node.kwargs["parameters"] == spec.parameters
         assert node.kwargs["remappings"] == spec.remappings
+
+
+def test_allocator_full_budget_needs_no_controller_and_uncovered_budgets_are_errors():
+    from admn_ros.core.config import load_model_config, to_dict
+    from admn_ros.core.controller import Controller
+    from admn_ros.nodes.allocation import Allocator
+
+    base = to_dict(load_model_config(ROOT / "config/model/demo.yaml"))
+    narrow = load_model_config({**base, "controller": {**base["controller"], "budget_min": 6,
+                                                       "budget_max": 12}})
+    torch.manual_seed(0)
+    alloc = Allocator(narrow, None, {8: Controller(narrow).eval()})
+    x = {m: torch.rand(1, 3, narrow.in_chans[m], 64, 64) for m in narrow.modalities}
+    full = alloc(x, narrow.total_blocks)
+    assert full.controller == "upper_bound" and bool(full.active.all())
+    part = alloc(x, 10)
+    assert part.controller == "learned-L8" and int(part.active.sum()) == 10
+    with pytest.raises(ValueError, match="no shipped controller covers it"):
+        alloc(x, 20)
+    with pytest.raises(ValueError, match="impossible"):
+        alloc(x, narrow.total_blocks + 1)

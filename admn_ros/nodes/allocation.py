@@ -33,10 +33,11 @@ class Allocator:
         if universal is None and not per_budget and policy == "learned":
             raise ValueError("policy 'learned': expected controller weights, got none")
         self.policy = None if policy == "learned" else make_policy(policy, cfg)
+        self.full = make_policy("upper_bound", cfg)
         self.policy_name = policy
 
     def check_budget(self, layers: int) -> None:
-        lo, hi = self.cfg.budget_range
+        lo, hi = self.cfg.num_modalities, self.cfg.total_blocks  # what the network can run
         if not lo <= layers <= hi:
             raise ValueError(f"budget {layers} is impossible: expected {lo} <= L <= {hi} "
                              f"({self.cfg.num_modalities} modalities x {self.cfg.depth} blocks)")
@@ -44,9 +45,15 @@ class Allocator:
     def _controller(self, layers: int) -> tuple[Controller, str]:
         if layers in self.per_budget:
             return self.per_budget[layers], f"learned-L{layers}"
-        if self.universal is not None:
-            return self.universal, "learned-universal"
-        best = min(self.per_budget, key=lambda b: (abs(b - layers), b))
+        u = self.universal
+        if u is not None and u.budget_min <= layers <= u.budget_max:
+            return u, "learned-universal"
+        fits = [b for b, c in self.per_budget.items() if c.budget_min <= layers <= c.budget_max]
+        if not fits:
+            raise ValueError(f"budget {layers}: no shipped controller covers it (per-budget "
+                             f"{sorted(self.per_budget)}, universal "
+                             f"{'none' if u is None else f'{u.budget_min}..{u.budget_max}'})")
+        best = min(fits, key=lambda b: (abs(b - layers), b))
         return self.per_budget[best], f"learned-L{best}"
 
     @torch.no_grad()
@@ -58,6 +65,8 @@ class Allocator:
         noise: list[float] = []
         if self.policy is not None:
             mask, name = self.policy(lowres, layers), self.policy_name
+        elif layers == self.cfg.total_blocks:  # every block runs: nothing to choose
+            mask, name = self.full(lowres, layers), "upper_bound"
         else:
             ctl, name = self._controller(layers)
             out = ctl(lowres, layers, sample=False)

@@ -108,7 +108,11 @@ class ControllerNode(Node):
         except ValueError as exc:
             self.drops("bad_input", str(exc))
             return
-        alloc = self.allocator(inputs, self.layers)
+        try:
+            alloc = self.allocator(inputs, self.layers)
+        except ValueError as exc:  # a budget no controller covers: count it, stay alive
+            self.drops("bad_budget", str(exc))
+            return
         self.pub.publish(allocation_msg(alloc, sample.stamp_ns, self.layers,
                                         self.allocator.cfg.modalities))
         self.stats["allocations"] += 1

@@ -11,13 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from admn_ros.nodes.common import declare, params, to_stamp
+from admn_ros.nodes.common import declare, params, spin_main, to_stamp
 
 PARAMS = {
     "bag": ("rosbag2 to play: an .mcap / .db3 file or a rosbag2 directory",),
@@ -148,18 +147,11 @@ class BagPlayerNode(Node):
 NODE = BagPlayerNode  # what `admn run` instantiates
 
 
+def spin_until_played(node: BagPlayerNode) -> None:
+    while rclpy.ok() and not node.done:
+        rclpy.spin_once(node, timeout_sec=0.1)
+
+
 def main(args=None) -> int:
     """Plays the bag once (or forever with loop:=true) and exits."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = BagPlayerNode()
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_main(BagPlayerNode, args, spin=spin_until_played)

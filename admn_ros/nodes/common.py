@@ -138,8 +138,9 @@ def diagnostic(name: str, hardware_id: str, values: dict[str, Any], level: int =
     return st
 
 
-def spin_main(node_cls, args=None) -> int:
-    """main() of every node: init, spin, clean shutdown on Ctrl-C or external shutdown."""
+def spin_main(node_cls, args=None, spin=None) -> int:
+    """main() of every node: init, spin (`spin(node)`, default rclpy.spin), clean shutdown on
+    Ctrl-C or external shutdown."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
@@ -147,7 +148,7 @@ def spin_main(node_cls, args=None) -> int:
     node = None
     try:
         node = node_cls()
-        rclpy.spin(node)
+        (spin or rclpy.spin)(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -107,12 +107,7 @@ def plot_trajectory(rec: RunRecord, path: Path, arena=(-2.0, 2.0, -2.0, 2.0),
     ax.set_xlabel("x (m)")
     ax.set_ylabel("z (m)")
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("ADMN: prediction vs ground truth")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "ADMN: prediction vs ground truth")
 
 
 def _budget_lookup(rec: RunRecord):
@@ -141,8 +136,15 @@ def plot_allocation(rec: RunRecord, path: Path) -> Path:
                     fontsize=7, color="darkred", va="top")
     ax.set_xlabel("recording time (s)")
     ax.set_ylabel("active blocks")
+    return _save(fig, ax, path, "Layers per modality (stacked), budget, injected corruptions (red)")
+
+
+def _save(fig, ax, path, title: str):
+    """Legend, title, layout; write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("Layers per modality (stacked), budget, injected corruptions (red)")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

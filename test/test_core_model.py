@@ -165,3 +165,22 @@ def test_backbones_standardise_inputs_with_config_statistics() -> None:
         load_model_config({**to_dict(cfg), "input_std": {"rgb": [0.2]}})
     with pytest.raises(ValueError, match="input_std: expected values > 0"):
         load_model_config({**to_dict(cfg), "input_std": {"depth": [0.0]}})
+
+
+def test_global_pool_avg_is_the_normalised_mean_of_patch_tokens() -> None:
+    cfg = tiny_cfg()
+    d = to_dict(cfg)
+    d["backbone"]["global_pool"] = "avg"
+    torch.manual_seed(0)
+    model = ADMN(load_model_config(d)).eval()
+    vit = next(iter(model.backbones.values()))
+    x = torch.rand(2, vit.in_chans, vit.img_size, vit.img_size)
+    with torch.no_grad():
+        tokens = vit.embed(x)
+        for blk in vit.blocks:
+            tokens = blk(tokens)
+        torch.testing.assert_close(vit(x), vit.norm(tokens[:, 1:].mean(1)))
+        assert not torch.allclose(vit(x), vit.norm(tokens[:, 0]))
+    d["backbone"]["global_pool"] = "max"
+    with pytest.raises(ValueError, match=r"backbone\.global_pool"):
+        load_model_config(d)

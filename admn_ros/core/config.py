@@ -168,6 +168,10 @@ class BackboneConfig:
     num_heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
+    # embedding per view: "token" = the CLS token (timm default), "avg" = mean of the patch
+    # tokens (MAE finetuning's global_pool): each patch token can report "the car is here"
+    # without attention having to find it first, which from scratch trains much sooner.
+    global_pool: Literal["token", "avg"] = "token"
 
 
 @dataclass

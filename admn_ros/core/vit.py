@@ -85,7 +85,8 @@ def init_weights(module: nn.Module) -> None:
 
 
 class VisionTransformer(nn.Module):
-    """ViT encoder returning the normalised CLS embedding [N, E].
+    """ViT encoder returning one normalised embedding per image [N, E]: the CLS token
+    (`global_pool="token"`) or the mean of the patch tokens (`"avg"`, MAE's global pool).
 
     `forward(x, active)`: `active` None (all blocks), a bool vector [D] (inactive blocks are not
     executed), or a float/bool matrix [N, D] (blend: x = m * block(x) + (1 - m) * x per sample).
@@ -104,8 +105,12 @@ class VisionTransformer(nn.Module):
         qkv_bias: bool = True,
         input_mean: list[float] | None = None,
         input_std: list[float] | None = None,
+        global_pool: str = "token",
     ) -> None:
         super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool: expected 'token' or 'avg', got {global_pool!r}")
+        self.global_pool = global_pool
         self.embed_dim, self.depth = embed_dim, depth
         # --- input standardisation (timm's pretrained mean/std, applied inside the model) ---
         # Inputs arrive in [0, 1]. Their common offset would otherwise dominate every patch
@@ -194,4 +199,8 @@ class VisionTransformer(nn.Module):
             m = active.to(x.device, x.dtype)[:, :, None, None]  # [N, D, 1, 1]
             for i, blk in enumerate(self.blocks):
                 x = m[:, i] * blk(x) + (1 - m[:, i]) * x
-        return self.norm(x[:, 0])  # [N, E] CLS
+        return self.pool(x)
+
+    def pool(self, x: Tensor) -> Tensor:
+        """Tokens [N, 1 + P, E] -> normalised embedding [N, E] (CLS or patch mean)."""
+        return self.norm(x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0])

@@ -26,14 +26,14 @@ class StemPart(nn.Module):
 
 
 class HeadPart(nn.Module):
-    """Final norm of the CLS token: [N, 1 + P, E] -> [N, E]."""
+    """Pooling + final norm (`VisionTransformer.pool`): [N, 1 + P, E] -> [N, E]."""
 
     def __init__(self, vit: VisionTransformer) -> None:
         super().__init__()
-        self.norm = vit.norm
+        self.vit = vit
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x[:, 0])
+        return self.vit.pool(x)
 
 
 class FusionPart(nn.Module):

@@ -72,6 +72,7 @@ class StageConfig:
     layerdrop: bool = True
     clean_epochs: int = 1  # backbone: epochs without corruption before it switches on
     corrupt_prob: float = 1.0  # backbone: chance a batch is corrupted once switched on
+    rgb_jitter: float = 0.0  # backbone: brightness augmentation strength (train/augment.py)
     # backbone: extra weight on the mean's Euclidean error (cm) added to the model's NLL loss;
     # from scratch, the NLL first inflates the variance and the mean learns slowly.
     dist_weight: float = 0.0

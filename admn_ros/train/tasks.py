@@ -28,6 +28,7 @@ from admn_ros.core.layerdrop import LayerDrop
 from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.vit import TOKEN_INIT_STD, Block, VisionTransformer, init_weights
+from admn_ros.train.augment import jitter_brightness
 from admn_ros.train.config import StageConfig
 
 
@@ -160,6 +161,8 @@ class BackboneTask:
              ) -> tuple[Tensor, dict[str, float]]:
         cfg = self.model.cfg
         inputs = batch["inputs"]
+        if "rgb" in inputs and self.st.rgb_jitter:
+            inputs = {**inputs, "rgb": jitter_brightness(inputs["rgb"], self.st.rgb_jitter, gen)}
         noisy = epoch >= self.st.clean_epochs and \
             float(torch.rand(1, generator=gen)) < self.st.corrupt_prob
         if noisy:

@@ -184,3 +184,21 @@ def test_global_pool_avg_is_the_normalised_mean_of_patch_tokens() -> None:
     d["backbone"]["global_pool"] = "max"
     with pytest.raises(ValueError, match=r"backbone\.global_pool"):
         load_model_config(d)
+
+
+def test_sincos_pos_embed_is_fixed_and_distinguishes_every_patch() -> None:
+    cfg = tiny_cfg()
+    d = to_dict(cfg)
+    d["backbone"]["pos_embed"] = "sincos"
+    name = cfg.modalities[0]
+    vit = ADMN(load_model_config(d)).backbones[name]
+    pos = vit.pos_embed[0, 1:]  # [P, E]
+    assert not vit.pos_embed.requires_grad
+    assert pos.pow(2).mean().item() == pytest.approx(0.5, abs=1e-4)  # sin^2 + cos^2 halves
+    dist = torch.cdist(pos, pos) + torch.eye(len(pos)) * 1e3
+    assert dist.min() > 0.1  # every patch position has its own code
+    again = ADMN(load_model_config(d)).backbones[name]
+    torch.testing.assert_close(again.pos_embed, vit.pos_embed)  # deterministic, not drawn
+    d["backbone"]["pos_embed"] = "random"
+    with pytest.raises(ValueError, match=r"backbone\.pos_embed"):
+        load_model_config(d)

@@ -172,6 +172,9 @@ class BackboneConfig:
     # tokens (MAE finetuning's global_pool): each patch token can report "the car is here"
     # without attention having to find it first, which from scratch trains much sooner.
     global_pool: Literal["token", "avg"] = "token"
+    # position embedding: "learned" (timm; init std 0.02) or "sincos" (MAE: fixed 2-D sin-cos,
+    # O(1) from the first step, so where a patch lies is visible before any training)
+    pos_embed: Literal["learned", "sincos"] = "learned"
 
 
 @dataclass

@@ -84,6 +84,22 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
+    """MAE's fixed 2-D sin-cos position embedding [1 + grid*grid, dim] (zero row for CLS):
+    half the channels encode the row, half the column, each as sin/cos at dim/4 frequencies."""
+    if dim % 4:
+        raise ValueError(f"pos_embed 'sincos': expected embed_dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # [dim/4]
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+
+    def encode(pos: Tensor) -> Tensor:  # [grid*grid] -> [grid*grid, dim/2]
+        angle = pos.flatten().double()[:, None] * omega[None]
+        return torch.cat([angle.sin(), angle.cos()], 1)
+
+    emb = torch.cat([encode(rows), encode(cols)], 1).float()  # [grid*grid, dim]
+    return torch.cat([torch.zeros(1, dim), emb], 0)
+
+
 class VisionTransformer(nn.Module):
     """ViT encoder returning one normalised embedding per image [N, E]: the CLS token
     (`global_pool="token"`) or the mean of the patch tokens (`"avg"`, MAE's global pool).
@@ -106,11 +122,14 @@ class VisionTransformer(nn.Module):
         input_mean: list[float] | None = None,
         input_std: list[float] | None = None,
         global_pool: str = "token",
+        pos_embed: str = "learned",
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool: expected 'token' or 'avg', got {global_pool!r}")
-        self.global_pool = global_pool
+        if pos_embed not in ("learned", "sincos"):
+            raise ValueError(f"pos_embed: expected 'learned' or 'sincos', got {pos_embed!r}")
+        self.global_pool, self.pos_embed_kind = global_pool, pos_embed
         self.embed_dim, self.depth = embed_dim, depth
         # --- input standardisation (timm's pretrained mean/std, applied inside the model) ---
         # Inputs arrive in [0, 1]. Their common offset would otherwise dominate every patch
@@ -140,7 +159,12 @@ class VisionTransformer(nn.Module):
         return self.patch_embed.in_chans
 
     def initialize_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=TOKEN_INIT_STD)
+        if self.pos_embed_kind == "sincos":  # fixed, as in MAE
+            grid = self.patch_embed.grid_size
+            self.pos_embed.data.copy_(sincos_pos_embed_2d(self.embed_dim, grid)[None])
+            self.pos_embed.requires_grad_(False)
+        else:
+            nn.init.trunc_normal_(self.pos_embed, std=TOKEN_INIT_STD)
         nn.init.trunc_normal_(self.cls_token, std=TOKEN_INIT_STD)
         # patch embedding as a Linear on flattened patches (MAE)
         w = self.patch_embed.proj.weight

@@ -202,3 +202,18 @@ def test_sincos_pos_embed_is_fixed_and_distinguishes_every_patch() -> None:
     d["backbone"]["pos_embed"] = "random"
     with pytest.raises(ValueError, match=r"backbone\.pos_embed"):
         load_model_config(d)
+
+
+@pytest.mark.parametrize("readout", ["flatten", "mean"])
+def test_fusion_readout_keeps_which_node_saw_what(readout: str) -> None:
+    d = to_dict(tiny_cfg())
+    d["fusion"]["readout"] = readout
+    torch.manual_seed(0)
+    model = ADMN(load_model_config(d)).eval()
+    model.fusion.node_embed.data.zero_()  # node identity only through the readout itself
+    feats = {m: torch.randn(2, model.cfg.num_nodes, model.cfg.backbone.embed_dim)
+             for m in model.cfg.modalities}
+    swapped = {m: f.flip(1) for m, f in feats.items()}  # the nodes' views exchanged
+    with torch.no_grad():
+        same = torch.allclose(model.fuse(feats).mean, model.fuse(swapped).mean, atol=1e-5)
+    assert same == (readout == "mean")

@@ -189,12 +189,17 @@ class ArenaConfig:
 
 @dataclass
 class FusionConfig:
-    """Adapters -> transformer over S*M tokens -> mean pool -> Gaussian head (paper: 6/256/4)."""
+    """Adapters -> transformer over S*M tokens -> readout -> Gaussian head (paper: 6/256/4)."""
 
     dim: int = 256
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    # S*M tokens -> one vector: "flatten" (every (node, modality) slot keeps its own weights:
+    # which node saw what stays explicit, as localisation needs) or "mean" (permutation-
+    # invariant pool; node identity only through the learned node embedding: from scratch it
+    # stalls at a constant prediction)
+    readout: Literal["flatten", "mean"] = "flatten"
     arena: ArenaConfig = field(default_factory=ArenaConfig)
     init_std_cm: float = 50.0  # std of the untrained head's Gaussian
     eps_cm2: float = 1.0  # covariance floor: L L^T + eps I

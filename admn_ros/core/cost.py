@@ -78,6 +78,8 @@ class CostModel:
         tokens = cfg.num_nodes * cfg.num_modalities
         macs = tokens * cfg.backbone.embed_dim * f.dim
         macs += f.depth * block_macs(tokens, f.dim, f.mlp_ratio)
+        if f.readout == "flatten":
+            macs += tokens * f.dim * f.dim  # readout projection
         macs += f.dim * (2 + 3)  # mean and scale_tril heads
         return float(FLOPS_PER_MAC * macs)
 

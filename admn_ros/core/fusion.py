@@ -64,12 +64,13 @@ class GaussianHead(nn.Module):
 
 class Fusion(nn.Module):
     """dict modality -> [B, S, E] => tokens [B, S*M, d] (+ node, modality embeddings)
-    -> transformer -> mean pool [B, d]."""
+    -> transformer -> readout [B, d] (flatten + projection, or mean pool)."""
 
     def __init__(self, modalities: list[str], in_dims: dict[str, int], num_nodes: int,
                  cfg: FusionConfig) -> None:
         super().__init__()
         self.modalities = list(modalities)
+        self.readout = cfg.readout
         self.adapters = nn.ModuleDict({m: nn.Linear(in_dims[m], cfg.dim) for m in modalities})
         self.node_embed = nn.Parameter(torch.zeros(1, num_nodes, 1, cfg.dim))
         self.modality_embed = nn.Parameter(torch.zeros(1, 1, len(modalities), cfg.dim))
@@ -77,6 +78,10 @@ class Fusion(nn.Module):
             Block(cfg.dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        if cfg.readout == "flatten":
+            tokens = num_nodes * len(modalities)
+            self.flat_proj = nn.Sequential(nn.Linear(tokens * cfg.dim, cfg.dim), nn.GELU(),
+                                           nn.LayerNorm(cfg.dim, eps=1e-6))
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -84,13 +89,21 @@ class Fusion(nn.Module):
         nn.init.trunc_normal_(self.modality_embed, std=TOKEN_INIT_STD)
         self.apply(init_weights)
 
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
+    def tokens(self, features: dict[str, Tensor]) -> Tensor:
+        """Per-modality [B, S, E] -> embedded tokens [B, S*M, d] (node-major)."""
         x = torch.stack([self.adapters[m](features[m]) for m in self.modalities], 2)  # [B,S,M,d]
-        x = x + self.node_embed + self.modality_embed
-        x = x.flatten(1, 2)  # [B, S*M, d]
+        return (x + self.node_embed + self.modality_embed).flatten(1, 2)
+
+    def pool(self, x: Tensor) -> Tensor:
+        """Transformer output [B, S*M, d] -> [B, d]."""
+        x = self.norm(x)
+        return self.flat_proj(x.flatten(1)) if self.readout == "flatten" else x.mean(1)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        x = self.tokens(features)
         for blk in self.blocks:
             x = blk(x)
-        return self.norm(x).mean(1)  # [B, d]
+        return self.pool(x)
 
 
 def gaussian_loss(pred: GaussianPrediction, target: Tensor, nll_weight: float = 1.0,

@@ -235,8 +235,7 @@ def fuse_masked(fusion: Fusion, features: dict[str, Tensor], keep: Tensor | None
 
     keep: None (all blocks), float [B, F] (x = k * block(x) + (1 - k) * x, grads into k), or
     bool [B, F] (real skipping: one pass per distinct row)."""
-    x = torch.stack([fusion.adapters[m](features[m]) for m in fusion.modalities], 2)  # [B,S,M,d]
-    x = (x + fusion.node_embed + fusion.modality_embed).flatten(1, 2)  # [B, S*M, d]
+    x = fusion.tokens(features)  # [B, S*M, d]
     if keep is None:
         for blk in fusion.blocks:
             x = blk(x)
@@ -254,7 +253,7 @@ def fuse_masked(fusion: Fusion, features: dict[str, Tensor], keep: Tensor | None
         k = keep.to(x.dtype)[:, :, None, None]  # [B, F, 1, 1]
         for j, blk in enumerate(fusion.blocks):
             x = k[:, j] * blk(x) + (1 - k[:, j]) * x
-    return fusion.norm(x).mean(1)  # [B, d]
+    return fusion.pool(x)  # [B, d]
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class StageConfig:
     universal_range: list[int] | None = None  # [lo, hi]; None: the budget range of `budgets`
     noise_weight: dict[str, float] = field(default_factory=dict)  # per modality, default 1
     warmup_noise_epochs: int = 1  # first epoch(s): noise head (or AE) only
+    max_warmup_steps: int | None = None  # cap of each of those epochs (None: whole split)
     recon_weight: float = 1.0  # controller-ae
     # --- baselines (dynmm, mmexit, m2sn): warm start from `init` (default: <out_dir>/admn.pt)
     baseline_config: str | None = None  # method config (default: config/baselines/<stage>.yaml)

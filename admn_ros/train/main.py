@@ -215,9 +215,10 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     export_cfg = getattr(task, "export_config", None) or export.cfg  # its ModelConfig
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=st.lr, weight_decay=st.weight_decay)
-    def epoch_steps(epoch: int) -> int:  # controller warm-up (noise / AE head only) is uncapped
+    def epoch_steps(epoch: int) -> int:  # controller warm-up (noise / AE head only): own cap
         warm = task.name.startswith("controller") and epoch < st.warmup_noise_epochs
-        return steps_per_epoch(train, st.batch_size, None if warm else st.max_steps_per_epoch)
+        return steps_per_epoch(train, st.batch_size,
+                               st.max_warmup_steps if warm else st.max_steps_per_epoch)
 
     steps = epoch_steps(st.epochs)
     if steps == 0:

@@ -120,6 +120,7 @@ class ControllerNode(Node):
 
     def diagnostic_values(self) -> dict:
         return {**self.stats, "budget": self.layers, "received": self.inputs.received,
+                "held": len(self.inputs.sync.held),
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 
 

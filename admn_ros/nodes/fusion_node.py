@@ -82,7 +82,8 @@ class FusionNode(Node):
         self.nodes = list(self.p["sensor_nodes"])
         self.keys = sensor_keys(self, model.cfg.modalities)
         self.frames = StampedBuffer(self.keys, SLOW_MODALITIES, int(self.p["sync_slop_s"] * NS),
-                                    int(self.p["radar_max_age_s"] * NS), self.p["frame_buffer"])
+                                    int(self.p["radar_max_age_s"] * NS),
+                                    int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"])
         self.received = 0
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()

@@ -53,6 +53,8 @@ def apply_diagnostics(rec: RunRecord, last: dict[str, dict[str, str]]) -> None:
     rec.dropped.update({k: v for k, v in dropped_counts(fus).items() if k in FUSION_REASONS})
     if int(fus.get("waiting", 0)):  # allocations still waiting for frames at the end
         rec.dropped["no_sample"] += int(fus["waiting"])
+    if int(ctl.get("held", 0)):  # camera sets still waiting for their radar at the end
+        rec.dropped["end_of_bag"] += int(ctl["held"])
     backbone = float(fus.get("backbone_ms_p50", "nan"))
     rec.backbone_ms_p50 = None if np.isnan(backbone) else backbone
     rec.extra["sensors"] = json.loads(fus.get("sensor_positions", "[]"))

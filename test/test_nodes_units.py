@@ -122,6 +122,17 @@ def test_sample_sync_drops_a_set_whose_radar_never_comes():
     assert drops == ["radar_missing"] and samples == []
 
 
+def test_sample_sync_pairs_cameras_that_lag_seconds_behind_the_radar():
+    """After a stall the few, small radar frames are taken in long before the camera backlog."""
+    samples, drops = [], []
+    keys = [("n1", "rgb"), ("n1", "radar")]
+    sync = SampleSync(keys, ("radar",), 5, 0.04, 0.6, 0.22, samples.append, drops.append)
+    for k in range(16):  # 4 s of radar first
+        sync.add(("n1", "radar"), k * 250 * MS, f"r{k}")
+    sync.add(("n1", "rgb"), 510 * MS, "c")
+    assert drops == [] and samples[0].msgs[("n1", "radar")] == "r2"
+
+
 def radar_case_frames():
     """Cameras of two nodes at 15 Hz, radar of each at 4 Hz with its own phase."""
     frames = [(("n1", "rgb"), t * 67 * MS) for t in range(1, 30)]

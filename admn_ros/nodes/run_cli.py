@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs = describe_graph(options(args))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started ignoring it
     signal.signal(signal.SIGTERM, interrupt)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt
     recorder = Recorder(out / "output.mcap", parameter_overrides=[
@@ -144,11 +145,15 @@ def run(args: argparse.Namespace) -> int:
             except NodeFailedError as exc:
                 print(f"admn run: {exc}", file=sys.stderr)
                 return 2
+            except KeyboardInterrupt:
+                print("admn run: interrupted; nodes stopped", file=sys.stderr)
+                return 130
             children.stop()  # SIGINT: every node publishes its final totals
             time.sleep(SETTLE_S)
         rec = recorder.finish({s.executable: s.name for s in specs})
     finally:
         executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)
         recorder.destroy_node()
         rclpy.try_shutdown()
     timed_out = not finished

@@ -30,6 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 NS = 1_000_000_000
+# Radar frames kept per node: ~10 s at 4 Hz. Few and small, the radar frames are taken in
+# long before a backlog of camera frames is (measured: 2 s ahead after a CPU stall), and
+# the frame a late camera set needs must still be here.
+SLOW_KEEP = 40
 
 
 class ApproximateSync:
@@ -79,7 +83,8 @@ class LatestWithin:
     """Recent frames of one slow input; `pick(t)` = latest with t - max_age <= stamp <= t + slop,
     final once `settled(t, now)`."""
 
-    def __init__(self, max_age_ns: int, slop_ns: int, min_period_ns: int, keep: int = 8) -> None:
+    def __init__(self, max_age_ns: int, slop_ns: int, min_period_ns: int,
+                 keep: int = SLOW_KEEP) -> None:
         if min_period_ns <= 2 * slop_ns:
             raise ValueError(f"LatestWithin: expected min_period > 2 * slop (one frame per "
                              f"window), got {min_period_ns} ns and slop {slop_ns} ns")

@@ -59,7 +59,7 @@ PARAMS = {
     "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
-FUSION_REASONS = ("no_sample", "bad_allocation", "model_error")
+BACKBONE_KEEP = 100_000  # poses in the backbone p50: all of a bag run, bounded when live
 
 
 def percentile(values, q: float) -> float:
@@ -76,7 +76,7 @@ class FusionNode(Node):
         self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
         self.drops = Drops(self.get_logger())
         self.poses = 0
-        self.backbone_ms: list[float] = []  # one per pose: the p50 in the diagnostics
+        self.backbone_ms: deque[float] = deque(maxlen=BACKBONE_KEEP)  # p50 in the diagnostics
         self.latency_ms: deque[float] = deque(maxlen=200)  # recent, for live monitoring
         self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
         self.nodes = list(self.p["sensor_nodes"])

@@ -19,12 +19,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from admn_ros.nodes.graph import GraphOptions, NodeSpec, describe_graph
 from admn_ros.nodes.supervise import Children, node_command
+
+if TYPE_CHECKING:
+    from admn_ros.nodes.recorder import Recorder
 
 DRAIN_S = 3.0  # wall seconds without new output after the bag ended -> done
 SETTLE_S = 0.5  # after the nodes stopped: let the recorder take their final diagnostics
@@ -62,7 +67,7 @@ def options(args: argparse.Namespace) -> GraphOptions:
                         backend=args.backend, rate=args.rate, inject=args.inject)
 
 
-def wait_until(cond, children: Children, deadline: float) -> bool:
+def wait_until(cond: Callable[[], bool], children: Children, deadline: float) -> bool:
     """Poll `cond()` until true (True) or the deadline (False); a failed node raises."""
     while not cond():
         if (child := children.failed()) is not None:
@@ -73,8 +78,8 @@ def wait_until(cond, children: Children, deadline: float) -> bool:
     return True
 
 
-def play(args: argparse.Namespace, specs: list[NodeSpec], recorder, children: Children,
-         tmp: Path) -> bool:
+def play(args: argparse.Namespace, specs: list[NodeSpec], recorder: Recorder,
+         children: Children, tmp: Path) -> bool:
     """Start the nodes, then the player; return once the bag has played and the outputs have
     drained (True) or at the timeout (False). Leaves the nodes running."""
     deadline = time.monotonic() + args.timeout
@@ -100,7 +105,7 @@ def play(args: argparse.Namespace, specs: list[NodeSpec], recorder, children: Ch
 class Idle:
     """True once the recorder has seen no new output for DRAIN_S seconds."""
 
-    def __init__(self, recorder) -> None:
+    def __init__(self, recorder: Recorder) -> None:
         self.recorder, self.count, self.since = recorder, -1, time.monotonic()
 
     def __call__(self) -> bool:

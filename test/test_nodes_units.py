@@ -316,6 +316,11 @@ def test_graph_description_entries():
     by = {s.name: s for s in specs}
     assert by["admn_power_monitor"].parameters[1]["manual_budget"] == 12
     assert by["admn_bag_player"].parameters[1]["image_topic_prefix"] == "/raw"
+    # the replay starts once every sensor topic's readers are matched (late ones miss frames)
+    assert by["admn_bag_player"].parameters[1]["min_subscribers"] == 1  # the injector
+    assert by["admn_corruption_injector"].parameters[1]["min_subscribers"] == 2
+    plain = describe_graph(GraphOptions(bag="x.mcap"))
+    assert plain[-1].parameters[1]["min_subscribers"] == 2  # controller and fusion
     assert by["admn_fusion"].parameters[1] == {"use_sim_time": True, "backend": "eager",
                                                 "sensor_reliability": "reliable"}
     live = describe_graph(GraphOptions(topics=str(ROOT / "config/topics/realsense_ti.yaml")))

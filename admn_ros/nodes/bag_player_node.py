@@ -16,7 +16,14 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from admn_ros.nodes.common import Diagnostics, declare, params, spin_main, to_stamp
+from admn_ros.nodes.common import (
+    REPLAY_DEPTH,
+    Diagnostics,
+    declare,
+    params,
+    spin_main,
+    to_stamp,
+)
 
 PARAMS = {
     "bag": ("rosbag2 to play: an .mcap / .db3 file or a rosbag2 directory",),
@@ -24,13 +31,14 @@ PARAMS = {
     "publish_clock": ("publish /clock with the recording's time",),
     "clock_hz": ("rate of /clock and of the publishing loop, Hz", 1.0, 1000.0),
     "start_delay_s": ("longest wait for subscribers before the first message, s", 0.0, 60.0),
+    "min_subscribers": ("start once every image topic has this many subscribers", 1, 100),
     "loop": ("start again at the end (the clock then jumps backwards)",),
     "image_topic_prefix": ("prefix for image topics (e.g. /raw when the injector sits between "
                            "the bag and the graph); empty = recorded names",),
     "exclude_topics": ("regular expression of topics not to play; empty = play all",),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
-PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REPLAY_DEPTH,
                       reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                      reliability=ReliabilityPolicy.RELIABLE,
@@ -134,10 +142,12 @@ class BagPlayerNode(Node):
                 self.diagnostics.publish()
 
     def ready(self) -> bool:
-        """Start once every image topic has a subscriber (or after start_delay_s anyway)."""
+        """Start once every image topic has `min_subscribers` subscribers (or after
+        start_delay_s anyway): a reader matched late misses the first frames."""
         waited = time.monotonic() - self.t0_wall
         images = [pub for conn, pub, _ in self.pubs.values() if conn.msgtype in IMAGE_TYPES]
-        matched = all(pub.get_subscription_count() > 0 for pub in images)
+        matched = all(pub.get_subscription_count() >= self.p["min_subscribers"]
+                      for pub in images)
         return waited >= self.p["start_delay_s"] or (matched and waited >= MIN_DELAY_S)
 
     def publish_clock(self, ns: int) -> None:

@@ -32,8 +32,10 @@ SPIN_POLL_S = 0.1  # longest wait in the spin loop: how soon a node notices SIGI
 # --- QoS, decided once for the whole graph -------------------------------------------------
 SENSOR_QOS = qos_profile_sensor_data  # best effort, keep last 5: a late frame is a lost frame
 # Replaying a bag, every recorded frame should reach the graph (the summary compares against
-# all of them): reliable, with a queue deep enough for a busy executor. Bounded all the same.
-REPLAY_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30,
+# all of them): reliable, with a queue deep enough to ride out a node starved of CPU for
+# seconds (measured on 2 shared cores: 30 frames were not enough). Bounded all the same.
+REPLAY_DEPTH = 150  # frames per topic: 20 s of a 15 Hz camera replayed at rate 0.5
+REPLAY_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REPLAY_DEPTH,
                                reliability=ReliabilityPolicy.RELIABLE)
 SENSOR_RELIABILITY = {"best_effort": SENSOR_QOS, "reliable": REPLAY_SENSOR_QOS}
 

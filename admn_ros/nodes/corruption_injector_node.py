@@ -33,6 +33,7 @@ PARAMS = {
     "radar_topic": ("radar topic template",),
     "seed": ("seed of the noise draws", 0, 2**31 - 1),
     "sensor_reliability": ("QoS of the sensor topics in and out: best_effort or reliable",),
+    "min_subscribers": ("readers each output needs before the injector reports ready", 1, 100),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
 
@@ -89,7 +90,10 @@ class CorruptionInjectorNode(Node):
                  "label": c.label} for c in self.schedule]
 
     def diagnostic_values(self) -> dict:
-        return {"forwarded": self.forwarded, "corrupted": self.corrupted,
+        """`ready`: every output has its readers (a reader matched late misses frames)."""
+        ready = all(pub.get_subscription_count() >= self.p["min_subscribers"]
+                    for pub in self.pubs.values())
+        return {"ready": int(ready), "forwarded": self.forwarded, "corrupted": self.corrupted,
                 "windows": json.dumps(self.windows())}
 
 

@@ -125,13 +125,18 @@ class Recorder(Node):
         with self.lock:
             return self.last.get(node_name)
 
+    def close(self) -> None:
+        """Close the bag and move it to `path` (what was recorded so far, if called early)."""
+        if self.tmp.exists():
+            self.writer.close()
+            (inner,) = self.tmp.glob("*.mcap")
+            inner.replace(self.path)
+            shutil.rmtree(self.tmp)
+
     def finish(self, names: dict[str, str]) -> RunRecord:
         """Close the bag; the record's totals from the nodes' last diagnostics
         (`names`: executable -> node name)."""
-        self.writer.close()
-        (inner,) = self.tmp.glob("*.mcap")
-        inner.replace(self.path)
-        shutil.rmtree(self.tmp)
+        self.close()
         with self.lock:
             last = {exe: self.last[name] for exe, name in names.items() if name in self.last}
         apply_diagnostics(self.rec, last)

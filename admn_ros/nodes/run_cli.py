@@ -5,10 +5,10 @@ Every node of the description runs in its own process, exactly as `ros2 launch` 
 remappings of its graph entry (`supervise`), in this environment (domain id, discovery
 range). This process only records: a recorder node writes the outputs to DIR/output.mcap and
 keeps each node's last /diagnostics. The player starts once every other node has reported
-(the graph is up); when the player reports the bag played and the outputs have drained, the
-nodes get SIGINT (each publishes its final totals), and summary.json and the plots are
-written from the recording and those totals. A node that fails makes the run fail with that
-node's own message.
+(and the injector, if any, has its readers), and itself waits for its readers. When the
+player reports the bag played and the outputs have drained, the nodes get SIGINT (each
+publishes its final totals), and summary.json and the plots are written from the recording
+and those totals. A node that fails makes the run fail with that node's own message.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def play(args: argparse.Namespace, specs: list[NodeSpec], recorder: Recorder,
     graph = [s for s in specs if s.executable != PLAYER]
     for spec in graph:
         children.start(spec.name, node_command(spec, tmp))
-    up = wait_until(lambda: all(recorder.diagnostics(s.name) is not None for s in graph),
+    up = wait_until(lambda: all(ready(recorder.diagnostics(s.name)) for s in graph),
                     children, deadline)
     if not up:
         return False
@@ -100,6 +100,11 @@ def play(args: argparse.Namespace, specs: list[NodeSpec], recorder: Recorder,
         return idle() and ended
 
     return wait_until(played, children, deadline)
+
+
+def ready(status: dict[str, str] | None) -> bool:
+    """A node is up once it has reported, and says `ready` if it has a say."""
+    return status is not None and status.get("ready", "1") == "1"
 
 
 class Idle:
@@ -159,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         executor.shutdown(timeout_sec=2.0)
         spinner.join(timeout=2.0)
+        recorder.close()  # a failed or interrupted run keeps what it recorded
         recorder.destroy_node()
         rclpy.try_shutdown()
     timed_out = not finished

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
@@ -45,6 +46,7 @@ LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.BEST_EFFORT)
+FLUSH_S = 10.0  # longest wait at the end for a slow reader to acknowledge the last frames
 MIN_DELAY_S = 1.0  # after matching, let the subscribers' side of discovery settle
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 NOT_FRAMES = ("/mocap", "/tf")  # played, but not sensor frames of the graph
@@ -164,6 +166,9 @@ class BagPlayerNode(Node):
         return {"frames": frames, "messages": sum(self.sent.values()), "done": int(self.done)}
 
     def destroy_node(self) -> None:
+        """Let every reader take the last frames (bounded) before the publishers go."""
+        for _, pub, _ in self.pubs.values():
+            pub.wait_for_all_acked(Duration(seconds=FLUSH_S))
         self.reader.close()
         super().destroy_node()
 

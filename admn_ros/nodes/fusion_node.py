@@ -117,13 +117,16 @@ class FusionNode(Node):
         self.run_ready()
 
     def run_ready(self) -> None:
-        """Localise every waiting allocation whose sample is complete (oldest first)."""
+        """Localise the waiting allocations whose samples are complete, oldest first, up to
+        the first still incomplete one (frames come in stamp order: the newer ones wait)."""
         for stamp in list(self.waiting):
             sample = self.frames.assemble(stamp)
+            if sample is None:
+                break
             if sample is False:
                 self.waiting.pop(stamp)
                 self.drops("no_sample", "a frame of the allocated sample was lost")
-            elif sample is not None:
+            else:
                 self.jobs.put((stamp, sample, self.waiting.pop(stamp)))
 
     def on_truth(self, msg: PoseStamped) -> None:

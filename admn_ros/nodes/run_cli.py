@@ -31,7 +31,9 @@ from admn_ros.nodes.supervise import Children, node_command
 if TYPE_CHECKING:
     from admn_ros.nodes.recorder import Recorder
 
-DRAIN_S = 3.0  # wall seconds without new output after the bag ended -> done
+DRAIN_S = 3.0  # wall seconds without new output after the bag ended -> done ...
+LOST_S = 30.0  # ... once the readers have every frame, or after this long without output
+READERS = ("controller", "fusion")  # they report `received`: every frame must reach them
 SETTLE_S = 0.5  # after the nodes stopped: let the recorder take their final diagnostics
 POLL_S = 0.1
 PLAYER = "bag_player"
@@ -94,10 +96,15 @@ def play(args: argparse.Namespace, specs: list[NodeSpec], recorder: Recorder,
     children.start(player.name, node_command(player, tmp))
     idle = Idle(recorder)
 
+    readers = [s.name for s in graph if s.executable in READERS]
+
     def played() -> bool:
         status = recorder.diagnostics(player.name) or {}
         ended = status.get("done") == "1" or children.exited(player.name) == 0
-        return idle() and ended
+        frames = int(status.get("frames", 0))
+        caught_up = all(int((recorder.diagnostics(n) or {}).get("received", 0)) >= frames
+                        for n in readers)
+        return ended and idle() and (caught_up or idle.for_s() > LOST_S)
 
     return wait_until(played, children, deadline)
 
@@ -114,10 +121,14 @@ class Idle:
         self.recorder, self.count, self.since = recorder, -1, time.monotonic()
 
     def __call__(self) -> bool:
+        return self.for_s() > DRAIN_S
+
+    def for_s(self) -> float:
+        """Seconds since the recorder last saw new output."""
         count = self.recorder.count()
         if count != self.count:
             self.count, self.since = count, time.monotonic()
-        return time.monotonic() - self.since > DRAIN_S
+        return time.monotonic() - self.since
 
 
 def interrupt(signum: int, frame) -> None:

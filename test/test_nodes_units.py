@@ -1,10 +1,13 @@
 """Node logic without spinning ROS: sync semantics, stamp rebuild, power mapping and sources,
-decoding errors, corruptions, graph description and the launch file (stubbed launch_ros)."""
+decoding errors, corruptions, graph description and the launch file (stubbed launch_ros),
+`admn run`'s node processes and its totals from diagnostics."""
 
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -66,37 +69,120 @@ def test_approximate_sync_spread_must_be_below_slop():
 
 
 def test_latest_within_max_age_and_backwards_clock():
-    lw = LatestWithin(max_age_ns=300 * MS, slop_ns=10 * MS)
+    lw = LatestWithin(max_age_ns=300 * MS, slop_ns=10 * MS, min_period_ns=200 * MS)
     lw.add(0, "r0")
     lw.add(250 * MS, "r250")
     assert lw.pick(255 * MS)[1] == "r250"
     assert lw.pick(245 * MS)[1] == "r250"  # within slop ahead
     assert lw.pick(200 * MS)[1] == "r0"
     assert lw.pick(600 * MS) is None  # too old
-    lw.add(10 * MS, "loop")  # clock jumped back: old frames forgotten
+    assert lw.add(10 * MS, "loop") is False  # clock jumped back: old frames forgotten
     assert lw.pick(255 * MS)[1] == "loop"
+    with pytest.raises(ValueError, match="min_period"):
+        LatestWithin(300 * MS, 10 * MS, 20 * MS)
+
+
+def test_latest_within_settles_once_no_frame_can_still_arrive():
+    lw = LatestWithin(max_age_ns=600 * MS, slop_ns=40 * MS, min_period_ns=200 * MS)
+    assert not lw.settled(100 * MS, 100 * MS)  # nothing yet: the radar may still come
+    lw.add(0, "r0")
+    assert lw.settled(150 * MS, 150 * MS)  # the next frame comes after 200 ms: not in window
+    assert not lw.settled(250 * MS, 250 * MS)  # a frame at 200..290 ms may still come
+    assert lw.settled(250 * MS, 900 * MS)  # cameras are past max_age: stop waiting
+    lw.add(250 * MS, "r250")
+    assert lw.settled(250 * MS, 250 * MS) and lw.pick(250 * MS)[1] == "r250"
 
 
 def test_sample_sync_cameras_plus_latest_radar():
     samples, drops = [], []
     keys = [(n, m) for n in ("n1", "n2") for m in ("rgb", "radar")]
-    sync = SampleSync(keys, ("radar",), 5, 0.02, 0.3, samples.append, drops.append)
+    sync = SampleSync(keys, ("radar",), 5, 0.02, 0.3, 0.2, samples.append, drops.append)
     sync.add(("n1", "rgb"), 100 * MS, "c1")
     sync.add(("n2", "rgb"), 105 * MS, "c2")
-    assert drops == ["radar_missing"] and samples == []
+    assert drops == [] and samples == []  # held: the radar of 105 ms may still come
     sync.add(("n1", "radar"), 60 * MS, "r1")
     sync.add(("n2", "radar"), 90 * MS, "r2")
+    assert len(samples) == 1 and samples[0].stamp_ns == 105 * MS
     sync.add(("n1", "rgb"), 167 * MS, "c3")
     sync.add(("n2", "rgb"), 170 * MS, "c4")
-    assert len(samples) == 1 and samples[0].stamp_ns == 170 * MS
-    assert samples[0].msgs[("n1", "radar")] == "r1"
+    assert len(samples) == 2 and samples[1].stamp_ns == 170 * MS
+    assert samples[1].msgs[("n1", "radar")] == "r1"
     sync.add(("n1", "rgb"), 50 * MS, "back")
     assert drops[-1] == "clock_backwards"
 
 
+def test_sample_sync_drops_a_set_whose_radar_never_comes():
+    samples, drops = [], []
+    keys = [("n1", "rgb"), ("n1", "radar")]
+    sync = SampleSync(keys, ("radar",), 5, 0.02, 0.3, 0.2, samples.append, drops.append)
+    sync.add(("n1", "rgb"), 100 * MS, "c1")
+    sync.add(("n1", "rgb"), 167 * MS, "c2")
+    assert drops == [] and samples == []  # both held, waiting for the radar
+    sync.add(("n1", "rgb"), 450 * MS, "c3")  # 350 ms later: the radar of 100 ms is overdue
+    assert drops == ["radar_missing"] and samples == []
+
+
+def test_sample_sync_pairs_cameras_that_lag_seconds_behind_the_radar():
+    """After a stall the few, small radar frames are taken in long before the camera backlog."""
+    samples, drops = [], []
+    keys = [("n1", "rgb"), ("n1", "radar")]
+    sync = SampleSync(keys, ("radar",), 5, 0.04, 0.6, 0.22, samples.append, drops.append)
+    for k in range(16):  # 4 s of radar first
+        sync.add(("n1", "radar"), k * 250 * MS, f"r{k}")
+    sync.add(("n1", "rgb"), 510 * MS, "c")
+    assert drops == [] and samples[0].msgs[("n1", "radar")] == "r2"
+
+
+def radar_case_frames():
+    """Cameras of two nodes at 15 Hz, radar of each at 4 Hz with its own phase."""
+    frames = [(("n1", "rgb"), t * 67 * MS) for t in range(1, 30)]
+    frames += [(("n2", "rgb"), t * 67 * MS + 3 * MS) for t in range(1, 30)]
+    frames += [(("n1", "radar"), 30 * MS + t * 250 * MS) for t in range(8)]
+    frames += [(("n2", "radar"), 130 * MS + t * 250 * MS) for t in range(8)]
+    return frames
+
+
+def arrival_order(frames, rng, max_delay_ms: int) -> list:
+    """Frames in the order a node may handle them: each topic in order (as DDS keeps it),
+    topics interleaved by random delays of up to `max_delay_ms`."""
+    arrival, last = [], {}
+    for key, t in sorted(frames, key=lambda f: f[1]):
+        last[key] = max(last.get(key, 0), t + int(rng.integers(0, max_delay_ms)) * MS)
+        arrival.append((last[key], key, t))
+    return [(key, t) for _, key, t in sorted(arrival, key=lambda a: a[0])]
+
+
+def run_sync(frames) -> list:
+    keys = [("n1", "rgb"), ("n2", "rgb"), ("n1", "radar"), ("n2", "radar")]
+    samples = []
+    sync = SampleSync(keys, ("radar",), 10, 0.04, 0.6, 0.2, samples.append, lambda r: None)
+    for key, t in frames:
+        sync.add(key, t, (key, t))
+    return samples
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_controller_sync_and_fusion_buffer_pick_the_same_radar_in_any_order(seed):
+    """Radar and camera callbacks interleave differently in the two nodes; both must still
+    pick the same frames (same stamps) for every sample."""
+    frames = radar_case_frames()
+    rng = np.random.default_rng(seed)
+    reference = run_sync(sorted(frames, key=lambda f: f[1]))
+    samples = run_sync(arrival_order(frames, rng, 80))
+    assert len(reference) >= 25
+    assert [s.stamps for s in samples] == [s.stamps for s in reference]
+    keys = [("n1", "rgb"), ("n2", "rgb"), ("n1", "radar"), ("n2", "radar")]
+    buf = StampedBuffer(keys, ("radar",), 40 * MS, 600 * MS, 200 * MS, keep=60)
+    for key, t in arrival_order(frames, rng, 80):
+        buf.add(key, t, (key, t))
+    for sample in samples:
+        rebuilt = buf.assemble(sample.stamp_ns)
+        assert rebuilt and rebuilt.stamps == sample.stamps
+
+
 def test_stamped_buffer_rebuilds_the_controllers_sample():
     keys = [("n1", "rgb"), ("n2", "rgb"), ("n1", "radar")]
-    buf = StampedBuffer(keys, ("radar",), 20 * MS, 300 * MS, keep=4)
+    buf = StampedBuffer(keys, ("radar",), 20 * MS, 300 * MS, 200 * MS, keep=4)
     buf.add(("n1", "rgb"), 100 * MS, "a")
     buf.add(("n1", "radar"), 40 * MS, "r")
     assert buf.assemble(105 * MS) is None  # n2 may still come
@@ -106,6 +192,12 @@ def test_stamped_buffer_rebuilds_the_controllers_sample():
     buf.add(("n2", "rgb"), 170 * MS, "late")
     buf.add(("n1", "rgb"), 168 * MS, "c")
     assert buf.assemble(135 * MS) is False  # n2 moved past the window: never complete
+    assert buf.assemble(170 * MS).msgs[("n1", "radar")] == "r"  # next radar: >= 240 ms
+    buf.add(("n1", "rgb"), 234 * MS, "d")
+    buf.add(("n2", "rgb"), 236 * MS, "e")
+    assert buf.assemble(236 * MS) is None  # a radar frame at 240..256 ms may still come
+    buf.add(("n1", "radar"), 290 * MS, "r2")
+    assert buf.assemble(236 * MS).msgs[("n1", "radar")] == "r"
     assert buf.add(("n1", "rgb"), 10 * MS, "x") is False  # backwards clock resets
 
 
@@ -224,6 +316,11 @@ def test_graph_description_entries():
     by = {s.name: s for s in specs}
     assert by["admn_power_monitor"].parameters[1]["manual_budget"] == 12
     assert by["admn_bag_player"].parameters[1]["image_topic_prefix"] == "/raw"
+    # the replay starts once every sensor topic's readers are matched (late ones miss frames)
+    assert by["admn_bag_player"].parameters[1]["min_subscribers"] == 1  # the injector
+    assert by["admn_corruption_injector"].parameters[1]["min_subscribers"] == 2
+    plain = describe_graph(GraphOptions(bag="x.mcap"))
+    assert plain[-1].parameters[1]["min_subscribers"] == 2  # controller and fusion
     assert by["admn_fusion"].parameters[1] == {"use_sim_time": True, "backend": "eager",
                                                 "sensor_reliability": "reliable"}
     live = describe_graph(GraphOptions(topics=str(ROOT / "config/topics/realsense_ti.yaml")))
@@ -310,3 +407,139 @@ def test_allocator_full_budget_needs_no_controller_and_uncovered_budgets_are_err
         alloc(x, 20)
     with pytest.raises(ValueError, match="impossible"):
         alloc(x, narrow.total_blocks + 1)
+
+
+# ------------------------------------------------------------------ admn run: processes, totals
+def test_admn_run_starts_exactly_the_nodes_parameters_and_remappings_of_the_description(
+        tmp_path, monkeypatch):
+    """`admn run` starts one process per graph entry, graph first and the player last, each
+    with its module and the --ros-args of its entry (what `ros2 launch` would pass)."""
+    import yaml
+
+    from admn_ros.nodes import run_cli
+    from admn_ros.nodes.supervise import node_command
+
+    opt = GraphOptions(bag="x.mcap", inject="config/inject/demo_blind_rgb.yaml", budget="12",
+                       topics=str(ROOT / "config/topics/realsense_ti.yaml"))
+    specs = describe_graph(opt)
+
+    class Recorder:  # every node has reported, the player is done, nothing new recorded
+        def diagnostics(self, name):
+            return {"done": "1"}
+
+        def count(self):
+            return 0
+
+    class Children:
+        def __init__(self):
+            self.started = []
+
+        def start(self, name, cmd):
+            self.started.append((name, cmd))
+
+        def failed(self):
+            return None
+
+        def exited(self, name):
+            return None
+
+    monkeypatch.setattr(run_cli, "DRAIN_S", 0.0)
+    children = Children()
+    args = types.SimpleNamespace(timeout=30.0)
+    assert run_cli.play(args, specs, Recorder(), children, tmp_path)
+    assert [name for name, _ in children.started] == [s.name for s in specs]
+    assert specs[-1].executable == "bag_player"
+    for (_, cmd), spec in zip(children.started, specs, strict=True):
+        assert cmd == node_command(spec, tmp_path)
+        assert cmd[1:3] == ["-m", f"admn_ros.nodes.{spec.executable}_node"]
+        ros_args = cmd[cmd.index("--ros-args") + 1:]
+        files = [ros_args[i + 1] for i, a in enumerate(ros_args) if a == "--params-file"]
+        remaps = [ros_args[i + 1] for i, a in enumerate(ros_args) if a == "-r"]
+        assert len(files) == len(spec.parameters)
+        for f, p in zip(files, spec.parameters, strict=True):
+            if isinstance(p, dict):
+                assert yaml.safe_load(Path(f).read_text()) == {spec.name: {"ros__parameters": p}}
+            else:
+                assert f == str(p)
+        assert remaps == [f"{a}:={b}" for a, b in spec.remappings]
+    assert any(spec.remappings for spec in specs)
+
+
+def test_every_node_module_runs_as_its_executable():
+    for spec in describe_graph(GraphOptions(bag="x.mcap", inject="x.yaml")):
+        source = Path(importlib.util.find_spec(spec.module).origin).read_text()
+        assert 'if __name__ == "__main__":' in source and "sys.exit(main())" in source
+
+
+def child(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_children_report_a_failed_node_with_its_own_message():
+    from admn_ros.nodes.supervise import Children
+
+    echoed = []
+    with Children(echo=echoed.append) as children:
+        c = children.start("admn_fusion", child(
+            "import sys; print('loading', file=sys.stderr); "
+            "print('error: weights not found at nope.pt', file=sys.stderr); sys.exit(2)"))
+        c.proc.wait()
+        assert children.failed() is c and children.exited("admn_fusion") == 2
+        assert c.error() == "error: weights not found at nope.pt"
+    assert "loading\n" in echoed  # the nodes' logs still reach the user
+
+
+def test_children_stop_with_sigint_then_kill_and_leave_none_behind():
+    from admn_ros.nodes.supervise import Children
+
+    polite = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(0)); "
+              "print('up', file=sys.stderr, flush=True); time.sleep(60)")
+    stubborn = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "print('up', file=sys.stderr, flush=True); time.sleep(60)")
+    children = Children(echo=lambda line: None)
+    a = children.start("polite", child(polite))
+    b = children.start("stubborn", child(stubborn))
+    for c in (a, b):  # both have installed their handlers
+        while not c.tail and c.proc.poll() is None:
+            time.sleep(0.01)
+    children.stop(timeout_s=1.0)
+    assert a.proc.returncode == 0  # SIGINT: a clean exit
+    assert b.proc.returncode == -signal.SIGKILL  # ignored SIGINT: killed
+
+
+def test_children_stop_on_an_exception():
+    from admn_ros.nodes.supervise import Children
+
+    with pytest.raises(RuntimeError), Children(echo=lambda line: None) as children:
+        c = children.start("sleeper", child("import time; time.sleep(60)"))
+        raise RuntimeError("admn run failed")
+    assert c.proc.poll() is not None
+
+
+def test_run_record_from_the_nodes_last_diagnostics():
+    from admn_ros.nodes.summary import RunRecord, apply_diagnostics, summarise
+
+    rec = RunRecord()
+    apply_diagnostics(rec, {
+        "bag_player": {"frames": "3063", "messages": "3513", "done": "1"},
+        "controller": {"samples": "450", "allocations": "447", "received": "3063",
+                       "held": "1", "dropped.radar_missing": "2",
+                       "dropped.bad_encoding": "1"},
+        "fusion": {"received": "3060", "poses": "445", "waiting": "1",
+                   "backbone_ms_p50": "40.2", "sensor_positions": "[1.0, 2.0, 3.0]",
+                   "dropped.no_sample": "1", "dropped.bad_encoding": "1",
+                   "dropped.model_error": "1"},
+        "corruption_injector": {"windows": '[{"start_ns": 1, "end_ns": 2, "label": "x"}]'},
+    })
+    assert rec.frames_in == 3063 and rec.samples_synced == 450
+    # fusion's own reasons only (the controller counted the bad frame already); an
+    # allocation still waiting at the end is a sample without a pose
+    # (and a camera set still waiting for its radar when the bag ended is counted as such)
+    assert rec.dropped == {"radar_missing": 2, "bad_encoding": 1, "no_sample": 2,
+                           "model_error": 1, "end_of_bag": 1}
+    assert rec.extra["frames_received"] == {"controller": 3063, "fusion": 3060}
+    assert rec.extra["sensors"] == [1.0, 2.0, 3.0] and rec.windows[0]["label"] == "x"
+    assert summarise(rec)["backbone_ms_p50"] == 40.2
+    empty = RunRecord()
+    apply_diagnostics(empty, {"fusion": {"backbone_ms_p50": "nan"}})
+    assert summarise(empty)["backbone_ms_p50"] is None and empty.frames_in == 0

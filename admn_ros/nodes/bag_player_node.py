@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
-from admn_ros.nodes.common import declare, params, spin_main, to_stamp
+from admn_ros.nodes.common import (
+    REPLAY_DEPTH,
+    Diagnostics,
+    declare,
+    params,
+    spin_main,
+    to_stamp,
+)
 
 PARAMS = {
     "bag": ("rosbag2 to play: an .mcap / .db3 file or a rosbag2 directory",),
@@ -24,20 +32,24 @@ PARAMS = {
     "publish_clock": ("publish /clock with the recording's time",),
     "clock_hz": ("rate of /clock and of the publishing loop, Hz", 1.0, 1000.0),
     "start_delay_s": ("longest wait for subscribers before the first message, s", 0.0, 60.0),
+    "min_subscribers": ("start once every image topic has this many subscribers", 1, 100),
     "loop": ("start again at the end (the clock then jumps backwards)",),
     "image_topic_prefix": ("prefix for image topics (e.g. /raw when the injector sits between "
                            "the bag and the graph); empty = recorded names",),
     "exclude_topics": ("regular expression of topics not to play; empty = play all",),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
-PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REPLAY_DEPTH,
                       reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.BEST_EFFORT)
+FLUSH_S = 10.0  # longest wait at the end for a slow reader to acknowledge the last frames
 MIN_DELAY_S = 1.0  # after matching, let the subscribers' side of discovery settle
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+NOT_FRAMES = ("/mocap", "/tf")  # played, but not sensor frames of the graph
 
 
 def ros_type(name: str):
@@ -80,6 +92,8 @@ class BagPlayerNode(Node):
         self.pending = next(self.messages, None)
         self.t0_wall = time.monotonic()
         self.create_timer(1.0 / self.p["clock_hz"], self.tick)
+        self.diagnostics = Diagnostics(self, "replay", self.diagnostic_values,
+                                       self.p["diagnostics_period_s"])
 
     def make_publishers(self) -> tuple[dict, list[str]]:
         pubs, skipped = {}, []
@@ -127,31 +141,42 @@ class BagPlayerNode(Node):
             else:
                 self.done = True
                 self.get_logger().info(f"bag finished: {sum(self.sent.values())} messages")
+                self.diagnostics.publish()
 
     def ready(self) -> bool:
-        """Start once every image topic has a subscriber (or after start_delay_s anyway)."""
+        """Start once every image topic has `min_subscribers` subscribers (or after
+        start_delay_s anyway): a reader matched late misses the first frames."""
         waited = time.monotonic() - self.t0_wall
         images = [pub for conn, pub, _ in self.pubs.values() if conn.msgtype in IMAGE_TYPES]
-        matched = all(pub.get_subscription_count() > 0 for pub in images)
+        matched = all(pub.get_subscription_count() >= self.p["min_subscribers"]
+                      for pub in images)
         return waited >= self.p["start_delay_s"] or (matched and waited >= MIN_DELAY_S)
 
     def publish_clock(self, ns: int) -> None:
         if self.p["publish_clock"]:
             self.clock_pub.publish(Clock(clock=to_stamp(ns, type(Clock().clock))))
 
+    @property
+    def finished(self) -> bool:
+        """Played to the end (never with loop:=true): `spin_main` then stops the node."""
+        return self.done
+
+    def diagnostic_values(self) -> dict:
+        frames = sum(v for t, v in self.sent.items() if not t.startswith(NOT_FRAMES))
+        return {"frames": frames, "messages": sum(self.sent.values()), "done": int(self.done)}
+
     def destroy_node(self) -> None:
+        """Let every reader take the last frames (bounded) before the publishers go."""
+        for _, pub, _ in self.pubs.values():
+            pub.wait_for_all_acked(Duration(seconds=FLUSH_S))
         self.reader.close()
         super().destroy_node()
 
 
-NODE = BagPlayerNode  # what `admn run` instantiates
-
-
-def spin_until_played(node: BagPlayerNode) -> None:
-    while rclpy.ok() and not node.done:
-        rclpy.spin_once(node, timeout_sec=0.1)
-
-
 def main(args=None) -> int:
     """Plays the bag once (or forever with loop:=true) and exits."""
-    return spin_main(BagPlayerNode, args, spin=spin_until_played)
+    return spin_main(BagPlayerNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

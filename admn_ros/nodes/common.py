@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -20,12 +27,15 @@ from rclpy.qos import (
 )
 
 NS = 1_000_000_000
+SPIN_POLL_S = 0.1  # longest wait in the spin loop: how soon a node notices SIGINT
 
 # --- QoS, decided once for the whole graph -------------------------------------------------
 SENSOR_QOS = qos_profile_sensor_data  # best effort, keep last 5: a late frame is a lost frame
 # Replaying a bag, every recorded frame should reach the graph (the summary compares against
-# all of them): reliable, with a queue deep enough for a busy executor. Bounded all the same.
-REPLAY_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30,
+# all of them): reliable, with a queue deep enough to ride out a node starved of CPU for
+# seconds (measured on 2 shared cores: 30 frames were not enough). Bounded all the same.
+REPLAY_DEPTH = 150  # frames per topic: 20 s of a 15 Hz camera replayed at rate 0.5
+REPLAY_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REPLAY_DEPTH,
                                reliability=ReliabilityPolicy.RELIABLE)
 SENSOR_RELIABILITY = {"best_effort": SENSOR_QOS, "reliable": REPLAY_SENSOR_QOS}
 
@@ -40,6 +50,9 @@ def sensor_qos(reliability: str) -> QoSProfile:
 # allocations and poses: every one matters to the pairing and the record -> reliable, bounded
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                           reliability=ReliabilityPolicy.RELIABLE)
+# diagnostics: every node's totals must reach the recorder, the last one above all
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                             reliability=ReliabilityPolicy.RELIABLE)
 # the budget: a late joiner must get the one in force -> transient local, last one only
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
@@ -118,38 +131,95 @@ class Drops:
         self.counts: Counter[str] = Counter()
         self.logger, self.throttle_s = logger, throttle_s
         self._last: dict[str, float] = {}
+        self._lock = threading.Lock()  # nodes with a worker thread count from two threads
 
     def __call__(self, reason: str, text: str = "") -> None:
-        self.counts[reason] += 1
+        with self._lock:
+            self.counts[reason] += 1
         now = time.monotonic()
         if now - self._last.get(reason, -1e9) >= self.throttle_s:
             self._last[reason] = now
             self.logger.warning(f"dropped a sample ({reason}, {self.counts[reason]} so far)"
                                 + (f": {text}" if text else ""))
 
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
 
 def diagnostic(name: str, hardware_id: str, values: dict[str, Any], level: int = 0,
                message: str = "ok"):
     """One diagnostic_msgs/DiagnosticStatus."""
-    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
     st = DiagnosticStatus(level=bytes([level]), name=name, message=message,
                           hardware_id=hardware_id)
     st.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
     return st
 
 
-def spin_main(node_cls, args=None, spin=None) -> int:
-    """main() of every node: init, spin (`spin(node)`, default rclpy.spin), clean shutdown on
-    Ctrl-C or external shutdown."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+def steady_timer(node, period_s: float, callback: Callable[[], None]):
+    """A timer on the steady clock: it keeps firing when the sim clock stops (bag ended)."""
+    return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-    rclpy.init(args=args)
+
+class Diagnostics:
+    """A node's cumulative counters on /diagnostics: every `period_s` (steady clock), on
+    demand, and once more at shutdown (`final`), so a listener always ends with the totals.
+    Values are `key=value` strings; `dropped.<reason>` counts make the level WARN."""
+
+    def __init__(self, node, title: str, values: Callable[[], dict[str, Any]],
+                 period_s: float) -> None:
+        self.node, self.title, self.values = node, title, values
+        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        steady_timer(node, period_s, self.publish)
+
+    def publish(self) -> None:
+        values = self.values()
+        dropped = any(v for k, v in values.items() if k.startswith("dropped."))
+        arr = DiagnosticArray()
+        arr.header.stamp = self.node.get_clock().now().to_msg()
+        arr.status = [diagnostic(f"{self.node.get_name()}: {self.title}",
+                                 self.node.get_fully_qualified_name(), values,
+                                 level=1 if dropped else 0)]
+        self.pub.publish(arr)
+
+    def final(self, timeout_s: float = 2.0) -> None:
+        """Publish the totals and wait (bounded) until every reader has them."""
+        self.publish()
+        self.pub.wait_for_all_acked(Duration(seconds=timeout_s))
+
+
+STARTUP_ERRORS = (FileNotFoundError, ValueError)  # + models.WeightsError: a clear message
+
+
+def spin_main(node_cls, args=None) -> int:
+    """main() of every node: init, spin until SIGINT / SIGTERM (or until the node says it is
+    `finished`), publish the final diagnostics, shut down cleanly. A node that cannot start
+    (missing weights or bag, bad parameter) prints `error: <why>` and exits with 2."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from admn_ros.nodes.models import WeightsError
+
+    # Our own handlers: rclpy's would shut the context down before the final diagnostics.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
-        node = node_cls()
-        (spin or rclpy.spin)(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        try:
+            node = node_cls()
+        except (WeightsError, *STARTUP_ERRORS) as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok() and not getattr(node, "finished", False):
+            executor.spin_once(timeout_sec=SPIN_POLL_S)
+        if rclpy.ok() and hasattr(node, "diagnostics"):
+            node.diagnostics.final()
+    except ExternalShutdownException:
         pass
     finally:
         if node is not None:

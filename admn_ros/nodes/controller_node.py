@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray
+import sys
+
 from rclpy.node import Node
 
 from admn_ros.core.checkpoint import read_checkpoint
@@ -13,9 +14,9 @@ from admn_ros.nodes.allocation import Allocation, Allocator
 from admn_ros.nodes.common import (
     LATCHED_QOS,
     RELIABLE_QOS,
+    Diagnostics,
     Drops,
     declare,
-    diagnostic,
     params,
     resolve,
     spin_main,
@@ -81,10 +82,10 @@ class ControllerNode(Node):
         self.drops = Drops(self.get_logger())
         self.stats = {"samples": 0, "allocations": 0, "budget_changes": 0}
         self.pub = self.create_publisher(LayerAllocation, "/admn/allocation", RELIABLE_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.create_subscription(ComputeBudget, "/admn/budget", self.on_budget, LATCHED_QOS)
         self.inputs = SensorInputs(self, cfg.modalities, self.on_sample, self.drops)
-        self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
+        self.diagnostics = Diagnostics(self, "allocation", self.diagnostic_values,
+                                       p["diagnostics_period_s"])
 
     def on_budget(self, msg: ComputeBudget) -> None:
         try:
@@ -117,18 +118,15 @@ class ControllerNode(Node):
                                         self.allocator.cfg.modalities))
         self.stats["allocations"] += 1
 
-    def publish_diagnostics(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        values = {**self.stats, "budget": self.layers,
-                  **{f"dropped.{k}": v for k, v in self.drops.counts.items()}}
-        arr.status = [diagnostic("admn_controller: allocation", self.get_fully_qualified_name(),
-                                 values, level=1 if self.drops.counts else 0)]
-        self.diag_pub.publish(arr)
-
-
-NODE = ControllerNode  # what `admn run` instantiates
+    def diagnostic_values(self) -> dict:
+        return {**self.stats, "budget": self.layers, "received": self.inputs.received,
+                "held": len(self.inputs.sync.held),
+                **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 
 
 def main(args=None) -> int:
     return spin_main(ControllerNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import torch
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -10,6 +13,7 @@ from admn_ros.data.config import load_data_config
 from admn_ros.data.image_codec import image_to_numpy, numpy_to_image_fields
 from admn_ros.nodes.common import (
     NS,
+    Diagnostics,
     declare,
     params,
     resolve,
@@ -29,6 +33,8 @@ PARAMS = {
     "radar_topic": ("radar topic template",),
     "seed": ("seed of the noise draws", 0, 2**31 - 1),
     "sensor_reliability": ("QoS of the sensor topics in and out: best_effort or reliable",),
+    "min_subscribers": ("readers each output needs before the injector reports ready", 1, 100),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
 
 
@@ -42,6 +48,7 @@ class CorruptionInjectorNode(Node):
         self.generator = torch.Generator().manual_seed(self.p["seed"])
         self.t0_ns: int | None = None
         self.corrupted = 0
+        self.forwarded = 0
         self.pubs, self.subs = {}, []
         qos = sensor_qos(self.p["sensor_reliability"])
         for node in self.p["sensor_nodes"]:
@@ -51,6 +58,8 @@ class CorruptionInjectorNode(Node):
                 self.subs.append(self.create_subscription(
                     Image, self.p["input_prefix"] + topic,
                     lambda msg, k=(node, modality): self.on_frame(k, msg), qos))
+        self.diagnostics = Diagnostics(self, "injection", self.diagnostic_values,
+                                       self.p["diagnostics_period_s"])
 
     def on_frame(self, key: tuple[str, str], msg: Image) -> None:
         stamp = stamp_ns(msg.header.stamp)
@@ -60,6 +69,7 @@ class CorruptionInjectorNode(Node):
                   and c.active((stamp - self.t0_ns) / NS)]
         out = self.apply(key[1], msg, active) if active else msg
         self.pubs[key].publish(out)
+        self.forwarded += 1
 
     def apply(self, modality: str, msg: Image, active: list[Corruption]) -> Image:
         try:
@@ -79,9 +89,17 @@ class CorruptionInjectorNode(Node):
         return [{"start_ns": t0 + int(c.start_s * NS), "end_ns": t0 + int(c.end_s * NS),
                  "label": c.label} for c in self.schedule]
 
-
-NODE = CorruptionInjectorNode  # what `admn run` instantiates
+    def diagnostic_values(self) -> dict:
+        """`ready`: every output has its readers (a reader matched late misses frames)."""
+        ready = all(pub.get_subscription_count() >= self.p["min_subscribers"]
+                    for pub in self.pubs.values())
+        return {"ready": int(ready), "forwarded": self.forwarded, "corrupted": self.corrupted,
+                "windows": json.dumps(self.windows())}
 
 
 def main(args=None) -> int:
     return spin_main(CorruptionInjectorNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

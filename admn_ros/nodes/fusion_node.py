@@ -1,11 +1,19 @@
-"""Fusion node: a sample + its LayerAllocation (exact stamp) -> pose, markers, path."""
+"""Fusion node: a sample + its LayerAllocation (exact stamp) -> pose, markers, path.
+
+The callbacks only buffer frames and pair them with allocations; a worker thread localises
+the complete pairs (oldest first) and publishes, so frames keep being taken in while a
+sample is being localised (torch releases the GIL while it computes).
+"""
 
 from __future__ import annotations
 
+import json
+import queue
+import sys
+import threading
 from collections import OrderedDict, deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rclpy.node import Node
@@ -17,9 +25,9 @@ from admn_ros.nodes.common import (
     NS,
     RELIABLE_QOS,
     SENSOR_QOS,
+    Diagnostics,
     Drops,
     declare,
-    diagnostic,
     params,
     spin_main,
     stamp_ns,
@@ -51,7 +59,7 @@ PARAMS = {
     "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
-FUSION_REASONS = ("no_sample", "bad_allocation", "model_error")
+BACKBONE_KEEP = 100_000  # poses in the backbone p50: all of a bag run, bounded when live
 
 
 def percentile(values, q: float) -> float:
@@ -67,12 +75,15 @@ class FusionNode(Node):
         self.localiser = Localiser(model, self.p["backend"])
         self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
         self.drops = Drops(self.get_logger())
-        self.records: list[dict] = []  # one per published pose (read by `admn run`)
+        self.poses = 0
+        self.backbone_ms: deque[float] = deque(maxlen=BACKBONE_KEEP)  # p50 in the diagnostics
+        self.latency_ms: deque[float] = deque(maxlen=200)  # recent, for live monitoring
         self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
         self.nodes = list(self.p["sensor_nodes"])
         self.keys = sensor_keys(self, model.cfg.modalities)
         self.frames = StampedBuffer(self.keys, SLOW_MODALITIES, int(self.p["sync_slop_s"] * NS),
-                                    int(self.p["radar_max_age_s"] * NS), self.p["frame_buffer"])
+                                    int(self.p["radar_max_age_s"] * NS),
+                                    int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"])
         self.received = 0
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()
@@ -80,12 +91,15 @@ class FusionNode(Node):
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/admn/pose", RELIABLE_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, "/admn/markers", RELIABLE_QOS)
         self.path_pub = self.create_publisher(Path, "/admn/path", RELIABLE_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.create_subscription(LayerAllocation, "/admn/allocation", self.on_allocation,
                                  RELIABLE_QOS)
         self.create_subscription(PoseStamped, "/mocap/car/pose", self.on_truth, SENSOR_QOS)
         self.subs = subscribe_sensors(self, self.keys, self.on_frame)
-        self.create_timer(self.p["diagnostics_period_s"], self.publish_diagnostics)
+        self.jobs: queue.Queue[tuple[int, SyncedSample, LayerAllocation] | None] = queue.Queue()
+        self.worker = threading.Thread(target=self.work, daemon=True)
+        self.worker.start()
+        self.diagnostics = Diagnostics(self, "localisation", self.diagnostic_values,
+                                       self.p["diagnostics_period_s"])
 
     # ---------------------------------------------------------------- callbacks
     def on_frame(self, key: tuple[str, str], msg) -> None:
@@ -103,25 +117,31 @@ class FusionNode(Node):
         self.run_ready()
 
     def run_ready(self) -> None:
-        """Localise every waiting allocation whose sample is complete (oldest first)."""
+        """Localise the waiting allocations whose samples are complete, oldest first, up to
+        the first still incomplete one (frames come in stamp order: the newer ones wait)."""
         for stamp in list(self.waiting):
             sample = self.frames.assemble(stamp)
+            if sample is None:
+                break
             if sample is False:
                 self.waiting.pop(stamp)
                 self.drops("no_sample", "a frame of the allocated sample was lost")
-            elif sample is not None:
-                self.on_pair(stamp, sample, self.waiting.pop(stamp))
+            else:
+                self.jobs.put((stamp, sample, self.waiting.pop(stamp)))
 
     def on_truth(self, msg: PoseStamped) -> None:
         p = msg.pose.position
         self.truth.append((stamp_ns(msg.header.stamp), p.x, p.z))
 
-    def on_pair(self, stamp: int, sample: SyncedSample, alloc: LayerAllocation) -> None:
-        est = self.localise(sample, alloc)
-        if est is not None:
-            self.publish(stamp, est, alloc)
+    # ---------------------------------------------------------------- worker thread
+    def work(self) -> None:
+        """Localise and publish the paired samples in order, until `None` is queued."""
+        while (job := self.jobs.get()) is not None:
+            stamp, sample, alloc = job
+            est = self.localise(sample, alloc)
+            if est is not None:
+                self.publish(stamp, est)
 
-    # ---------------------------------------------------------------- work
     def localise(self, sample: SyncedSample, alloc: LayerAllocation) -> Estimate | None:
         model = self.localiser.model
         try:
@@ -139,7 +159,7 @@ class FusionNode(Node):
             self.drops("model_error", str(exc))
         return None
 
-    def publish(self, stamp: int, est: Estimate, alloc: LayerAllocation) -> None:
+    def publish(self, stamp: int, est: Estimate) -> None:
         frame = self.p["frame_id"]
         msg = PoseWithCovarianceStamped()
         msg.header.stamp = to_stamp(stamp, type(msg.header.stamp))
@@ -151,16 +171,14 @@ class FusionNode(Node):
         if self.path.poses and stamp < stamp_ns(self.path.poses[-1].header.stamp):
             self.path.poses = []  # clock went backwards (looping bag): start a new path
         self.pose_pub.publish(msg)
-        now = self.get_clock().now().nanoseconds
-        self.records.append({"stamp_ns": stamp, "latency_ms": (now - stamp) / 1e6,
-                             "backbone_ms": est.backbone_ms,
-                             "controller_ms": float(alloc.controller_ms),
-                             "x_cm": float(est.mean_cm[0]), "z_cm": float(est.mean_cm[1])})
-        ps = PoseStamped(header=msg.header, pose=msg.pose.pose)
-        self.path.poses.append(ps)
+        self.poses += 1
+        self.latency_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
+        self.backbone_ms.append(est.backbone_ms)
+        self.path.poses.append(PoseStamped(header=msg.header, pose=msg.pose.pose))
         del self.path.poses[: -self.p["path_length"]]
         self.path.header.stamp = msg.header.stamp
-        self.path_pub.publish(self.path)
+        if self.path_pub.get_subscription_count():  # ~9 ms for 2000 poses: only when watched
+            self.path_pub.publish(self.path)
         self.marker_pub.publish(self.markers(msg, est))
 
     def markers(self, pose: PoseWithCovarianceStamped, est: Estimate) -> MarkerArray:
@@ -172,8 +190,8 @@ class FusionNode(Node):
         ell.points = [Point(x=float(x), y=0.01, z=float(z))
                       for x, z in ellipse_points(est.mean_cm, est.cov_cm2)]
         out.markers.append(ell)
-        stamp = stamp_ns(h.stamp)
-        near = [t for t in self.truth if abs(t[0] - stamp) <= self.p["ground_truth_max_age_s"] * NS]
+        stamp, max_age = stamp_ns(h.stamp), self.p["ground_truth_max_age_s"] * NS
+        near = [t for t in list(self.truth) if abs(t[0] - stamp) <= max_age]
         if near:
             _, x, z = min(near, key=lambda t: abs(t[0] - stamp))
             out.markers.append(marker(h, "ground_truth", 0, Marker.SPHERE, (0.1, 0.9, 0.2),
@@ -185,19 +203,22 @@ class FusionNode(Node):
                                       0.2))
         return out
 
-    def publish_diagnostics(self) -> None:
-        lat = [r["latency_ms"] for r in self.records[-200:]]
-        values = {"poses": len(self.records), "latency_ms_p50": round(percentile(lat, 50), 2),
-                  "latency_ms_p95": round(percentile(lat, 95), 2),
-                  "backbone_ms_p50": round(percentile(
-                      [r["backbone_ms"] for r in self.records[-200:]], 50), 2),
-                  "backend": self.localiser.backend,
-                  **{f"dropped.{k}": v for k, v in self.drops.counts.items()}}
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [diagnostic("admn_fusion: localisation", self.get_fully_qualified_name(),
-                                 values, level=1 if self.drops.counts else 0)]
-        self.diag_pub.publish(arr)
+    def diagnostic_values(self) -> dict:
+        """Totals for `admn run` and live monitoring (latencies: the last 200 poses)."""
+        lat = list(self.latency_ms)
+        return {"received": self.received, "poses": self.poses,
+                "waiting": len(self.waiting) + self.jobs.qsize(),
+                "backbone_ms_p50": round(percentile(self.backbone_ms, 50), 3),
+                "latency_ms_p50": round(percentile(lat, 50), 2),
+                "latency_ms_p95": round(percentile(lat, 95), 2),
+                "backend": self.localiser.backend,
+                "sensor_positions": json.dumps(list(self.p["sensor_positions"])),
+                **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
+
+    def destroy_node(self) -> None:
+        self.jobs.put(None)
+        self.worker.join(timeout=5.0)
+        super().destroy_node()
 
 
 def marker(header, ns: str, mid: int, kind: int, rgb, position, size: float) -> Marker:
@@ -210,8 +231,9 @@ def marker(header, ns: str, mid: int, kind: int, rgb, position, size: float) -> 
     return m
 
 
-NODE = FusionNode  # what `admn run` instantiates
-
-
 def main(args=None) -> int:
     return spin_main(FusionNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

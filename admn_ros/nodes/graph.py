@@ -21,6 +21,8 @@ GRAPH_INPUTS = {  # graph input topic template -> modality (what a topics config
     "/{node}/radar/range_doppler": "radar",
 }
 SENSOR_NODES = ("node1", "node2", "node3")
+SENSOR_READERS = 2  # controller and fusion read every sensor topic
+PLAYER_START_DELAY_S = 30.0  # longest wait for them (loading weights takes a while)
 
 
 @dataclass
@@ -98,11 +100,14 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
     ]
     if opt.inject:
         specs.append(NodeSpec("corruption_injector", "admn_corruption_injector",
-                              [nodes_yaml, {**common, **sensors, "schedule": opt.inject}]))
+                              [nodes_yaml, {**common, **sensors, "schedule": opt.inject,
+                                            "min_subscribers": SENSOR_READERS}]))
     if opt.bag:
-        # the player is the clock: it runs on wall time and publishes /clock
+        # the player is the clock: it runs on wall time and publishes /clock; it starts once
+        # every reader of its image topics is matched (the injector alone, when there is one)
         player = {"use_sim_time": False, "bag": opt.bag, "rate": float(opt.rate),
-                  "publish_clock": True}
+                  "publish_clock": True, "start_delay_s": PLAYER_START_DELAY_S,
+                  "min_subscribers": 1 if opt.inject else SENSOR_READERS}
         if opt.inject:
             player["image_topic_prefix"] = "/raw"
         specs.append(NodeSpec("bag_player", "admn_bag_player", [nodes_yaml, player]))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from diagnostic_msgs.msg import DiagnosticArray
+import sys
+
 from rclpy.node import Node
 
 from admn_ros.msg import ComputeBudget
 from admn_ros.nodes.common import (
     LATCHED_QOS,
-    RELIABLE_QOS,
+    Diagnostics,
     declare,
-    diagnostic,
     params,
     resolve,
     spin_main,
@@ -29,6 +29,7 @@ PARAMS = {
     "min_dwell_s": ("minimum time between two budget changes, s", 0.0, 600.0),
     "period_s": ("sampling period, s", 0.01, 60.0),
     "republish_s": ("re-publish an unchanged budget this often, s", 0.1, 600.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
 
 
@@ -54,8 +55,9 @@ class PowerMonitorNode(Node):
         self.last_pub_s = -1e18
         self.changes = 0
         self.pub = self.create_publisher(ComputeBudget, "/admn/budget", LATCHED_QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         self.create_timer(self.p["period_s"], self.tick)
+        self.diagnostics = Diagnostics(self, "budget", self.diagnostic_values,
+                                       self.p["diagnostics_period_s"])
         self.get_logger().info(f"budget source: {self.source.name if self.source else 'manual'}")
 
     def tick(self) -> None:
@@ -71,8 +73,9 @@ class PowerMonitorNode(Node):
             if changed:
                 self.changes += self.last is not None
                 self.get_logger().info(f"budget {msg.layers} layers ({msg.reason})")
-                self.publish_diagnostics(msg)
             self.last = msg
+            if changed:
+                self.diagnostics.publish()
 
     def next_budget(self, t: float) -> ComputeBudget | None:
         if self.source is None:
@@ -86,18 +89,17 @@ class PowerMonitorNode(Node):
                                                             if reading.reason else "")
         return budget_msg(layers, reading, reason)
 
-    def publish_diagnostics(self, msg: ComputeBudget) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = msg.header.stamp
-        arr.status = [diagnostic("admn_power_monitor: budget", self.get_fully_qualified_name(),
-                                 {"layers": msg.layers, "source": msg.source,
-                                  "power_w": msg.power_w, "power_limit_w": msg.power_limit_w,
-                                  "changes": self.changes, "reason": msg.reason})]
-        self.diag_pub.publish(arr)
-
-
-NODE = PowerMonitorNode  # what `admn run` instantiates
+    def diagnostic_values(self) -> dict:
+        if self.last is None:
+            return {"layers": "", "changes": self.changes}
+        m = self.last
+        return {"layers": m.layers, "source": m.source, "power_w": m.power_w,
+                "power_limit_w": m.power_limit_w, "changes": self.changes, "reason": m.reason}
 
 
 def main(args=None) -> int:
     return spin_main(PowerMonitorNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

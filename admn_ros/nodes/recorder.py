@@ -1,10 +1,21 @@
 """What `admn run` records: the graph's outputs to an MCAP (rosbags) plus the figures for
 summary.json. Subscriptions take the serialised bytes (raw=True), so recording costs no
-re-serialisation; only the few fields the summary needs are read back."""
+re-serialisation; only the few fields the summary needs are read back.
+
+The nodes' totals (frames played and received, samples, drops, backbone time, injection
+windows) are the last /diagnostics each node published (every node publishes its totals
+once more when it stops). Per-pose latency is measured here: the recorder's sim-clock time
+when the pose arrives minus the pose's stamp (the newest camera stamp of its sample), i.e.
+sensor stamp -> pose delivered to a subscriber, on the replay clock. It includes the
+transport to this process (sub-millisecond on localhost) and reads the /clock the player
+publishes (at `clock_hz`), so it is an upper bound of the publish latency by at most one
+clock period.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import shutil
+import threading
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -16,9 +27,17 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from visualization_msgs.msg import MarkerArray
 
 from admn_ros.msg import ComputeBudget, LayerAllocation
-from admn_ros.nodes.common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, share_dir, stamp_ns
-from admn_ros.nodes.summary import RunRecord
+from admn_ros.nodes.common import (
+    DIAGNOSTICS_QOS,
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    share_dir,
+    stamp_ns,
+)
+from admn_ros.nodes.summary import RunRecord, apply_diagnostics
 
+CM_PER_M = 100.0  # poses are published in metres, the summary works in centimetres
 RECORDED = {  # topic -> (rclpy type, ROS type name, QoS)
     "/admn/pose": (PoseWithCovarianceStamped, "geometry_msgs/msg/PoseWithCovarianceStamped",
                    RELIABLE_QOS),
@@ -26,7 +45,7 @@ RECORDED = {  # topic -> (rclpy type, ROS type name, QoS)
     "/admn/budget": (ComputeBudget, "admn_ros/msg/ComputeBudget", LATCHED_QOS),
     "/admn/markers": (MarkerArray, "visualization_msgs/msg/MarkerArray", RELIABLE_QOS),
     "/mocap/car/pose": (PoseStamped, "geometry_msgs/msg/PoseStamped", SENSOR_QOS),
-    "/diagnostics": (DiagnosticArray, "diagnostic_msgs/msg/DiagnosticArray", RELIABLE_QOS),
+    "/diagnostics": (DiagnosticArray, "diagnostic_msgs/msg/DiagnosticArray", DIAGNOSTICS_QOS),
 }
 
 
@@ -50,7 +69,6 @@ class Recorder(Node):
             path.unlink()
         self.tmp = path.with_name(path.stem + "_bag")
         if self.tmp.exists():
-            import shutil
             shutil.rmtree(self.tmp)
         self.path = path
         self.writer = Writer(self.tmp, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -59,15 +77,25 @@ class Recorder(Node):
         self.conns = {t: self.writer.add_connection(t, name, typestore=ts)
                       for t, (_, name, _) in RECORDED.items()}
         self.rec = RunRecord()
-        self.n = 0
+        self.n = 0  # graph outputs recorded (diagnostics not counted)
+        self.last: dict[str, dict[str, str]] = {}  # node name -> its last diagnostics values
+        self.lock = threading.Lock()
         for topic, (cls, _, qos) in RECORDED.items():
             self.create_subscription(cls, topic, lambda raw, t=topic: self.on_msg(t, raw), qos,
                                      raw=True)
 
     def on_msg(self, topic: str, raw: bytes) -> None:
         now = self.get_clock().now().nanoseconds
-        self.n += 1
-        if topic == "/admn/allocation":
+        if topic == "/diagnostics":
+            self.on_diagnostics(deserialize_message(raw, DiagnosticArray))
+        else:
+            self.n += 1
+        if topic == "/admn/pose":
+            m = deserialize_message(raw, PoseWithCovarianceStamped)
+            stamp, p = stamp_ns(m.header.stamp), m.pose.pose.position
+            self.rec.poses.append({"stamp_ns": stamp, "latency_ms": (now - stamp) / 1e6,
+                                   "x_cm": p.x * CM_PER_M, "z_cm": p.z * CM_PER_M})
+        elif topic == "/admn/allocation":
             m = deserialize_message(raw, LayerAllocation)
             self.rec.modalities = list(m.modalities)
             self.rec.layers_per_modality = m.layers_per_modality
@@ -84,34 +112,32 @@ class Recorder(Node):
             self.rec.truth.append((stamp_ns(m.header.stamp), p.x, p.z))
         self.writer.write(self.conns[topic], now, bytes(raw))
 
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            for st in msg.status:
+                self.last[st.hardware_id.lstrip("/")] = {kv.key: kv.value for kv in st.values}
+
     def count(self) -> int:
         return self.n
 
-    def finish(self, nodes: dict, specs) -> RunRecord:
-        """Close the bag and collect the nodes' own counters into the record."""
-        self.writer.close()
-        (inner,) = self.tmp.glob("*.mcap")
-        inner.replace(self.path)
-        for f in self.tmp.iterdir():
-            f.unlink()
-        self.tmp.rmdir()
-        rec = self.rec
-        from admn_ros.nodes.fusion_node import FUSION_REASONS
-        player, ctl, fus = nodes.get("bag_player"), nodes["controller"], nodes["fusion"]
-        if player is not None:
-            rec.frames_in = sum(v for t, v in player.sent.items() if "/mocap" not in t
-                                and "/tf" not in t)
-        rec.samples_synced = ctl.stats["samples"]
-        rec.poses = list(fus.records)
-        if fus.waiting:  # allocations still waiting for frames at the end
-            fus.drops.counts["no_sample"] += len(fus.waiting)
-        rec.dropped = Counter(ctl.drops.counts)
-        rec.dropped.update({k: v for k, v in fus.drops.counts.items() if k in FUSION_REASONS})
-        rec.extra["sensors"] = list(fus.p["sensor_positions"])
-        rec.extra["frames_received"] = {"controller": ctl.inputs.received,
-                                        "fusion": fus.received}
-        inj = nodes.get("corruption_injector")
-        if inj is not None:
-            rec.windows = inj.windows()
-        self.destroy_node()
-        return rec
+    def diagnostics(self, node_name: str) -> dict[str, str] | None:
+        """The last diagnostics values of `node_name`; None before its first."""
+        with self.lock:
+            return self.last.get(node_name)
+
+    def close(self) -> None:
+        """Close the bag and move it to `path` (what was recorded so far, if called early)."""
+        if self.tmp.exists():
+            self.writer.close()
+            (inner,) = self.tmp.glob("*.mcap")
+            inner.replace(self.path)
+            shutil.rmtree(self.tmp)
+
+    def finish(self, names: dict[str, str]) -> RunRecord:
+        """Close the bag; the record's totals from the nodes' last diagnostics
+        (`names`: executable -> node name)."""
+        self.close()
+        with self.lock:
+            last = {exe: self.last[name] for exe, name in names.items() if name in self.last}
+        apply_diagnostics(self.rec, last)
+        return self.rec

@@ -1,27 +1,46 @@
 """`admn run`: the ROS graph of `describe_graph` on a bag, here, without launch_ros.
 
-All nodes run in this process on one MultiThreadedExecutor (one thread per node at most at a
-time), talking over the real RMW; each node gets exactly the parameter files, overrides and
-remappings of its graph entry, as `ros2 launch` would pass them. A recorder writes the outputs
-to DIR/output.mcap; when the bag has ended and the graph has drained, summary.json and the
-plots are written and the command returns.
+Every node of the description runs in its own process, exactly as `ros2 launch` starts it:
+`python -m admn_ros.nodes.<executable>_node` with the parameter files, overrides and
+remappings of its graph entry (`supervise`), in this environment (domain id, discovery
+range). This process only records: a recorder node writes the outputs to DIR/output.mcap and
+keeps each node's last /diagnostics. The player starts once every other node has reported
+(and the injector, if any, has its readers), and itself waits for its readers. When the
+player reports the bag played and the outputs have drained, the nodes get SIGINT (each
+publishes its final totals), and summary.json and the plots are written from the recording
+and those totals. A node that fails makes the run fail with that node's own message.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from admn_ros.nodes.graph import GraphOptions, NodeSpec, describe_graph
+from admn_ros.nodes.supervise import Children, node_command
 
-DRAIN_S = 3.0  # wall seconds without new output after the bag ended -> done
+if TYPE_CHECKING:
+    from admn_ros.nodes.recorder import Recorder
+
+DRAIN_S = 3.0  # wall seconds without new output after the bag ended -> done ...
+LOST_S = 30.0  # ... once the readers have every frame, or after this long without output
+READERS = ("controller", "fusion")  # they report `received`: every frame must reach them
+SETTLE_S = 0.5  # after the nodes stopped: let the recorder take their final diagnostics
+POLL_S = 0.1
+PLAYER = "bag_player"
+
+
+class NodeFailedError(RuntimeError):
+    """A node process exited with an error; the message is the node's own."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,21 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the two PNG plots")
 
 
-def cli_args(spec: NodeSpec, tmp: Path) -> list[str]:
-    """--ros-args for one node: its params files (dicts written to YAML, as launch_ros does)
-    and remappings."""
-    args = ["--ros-args"]
-    for i, p in enumerate(spec.parameters):
-        if isinstance(p, dict):
-            f = tmp / f"{spec.name}_{i}.yaml"
-            f.write_text(yaml.safe_dump({spec.name: {"ros__parameters": p}}))
-            p = f
-        args += ["--params-file", str(p)]
-    for src, dst in spec.remappings:
-        args += ["-r", f"{src}:={dst}"]
-    return args
-
-
 def options(args: argparse.Namespace) -> GraphOptions:
     return GraphOptions(bag=str(Path(args.bag).resolve()), weights=args.weights,
                         controller_weights=args.controller_weights,
@@ -65,20 +69,78 @@ def options(args: argparse.Namespace) -> GraphOptions:
                         backend=args.backend, rate=args.rate, inject=args.inject)
 
 
-def start_nodes(specs: list[NodeSpec], tmp: Path) -> dict:
-    nodes = {}
-    for spec in specs:
-        cls = importlib.import_module(spec.module).NODE
-        nodes[spec.executable] = cls(cli_args=cli_args(spec, tmp))
-    return nodes
+def wait_until(cond: Callable[[], bool], children: Children, deadline: float) -> bool:
+    """Poll `cond()` until true (True) or the deadline (False); a failed node raises."""
+    while not cond():
+        if (child := children.failed()) is not None:
+            raise NodeFailedError(f"{child.name}: {child.error()}")
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def play(args: argparse.Namespace, specs: list[NodeSpec], recorder: Recorder,
+         children: Children, tmp: Path) -> bool:
+    """Start the nodes, then the player; return once the bag has played and the outputs have
+    drained (True) or at the timeout (False). Leaves the nodes running."""
+    deadline = time.monotonic() + args.timeout
+    graph = [s for s in specs if s.executable != PLAYER]
+    for spec in graph:
+        children.start(spec.name, node_command(spec, tmp))
+    up = wait_until(lambda: all(ready(recorder.diagnostics(s.name)) for s in graph),
+                    children, deadline)
+    if not up:
+        return False
+    player = next(s for s in specs if s.executable == PLAYER)
+    children.start(player.name, node_command(player, tmp))
+    idle = Idle(recorder)
+
+    readers = [s.name for s in graph if s.executable in READERS]
+
+    def played() -> bool:
+        status = recorder.diagnostics(player.name) or {}
+        ended = status.get("done") == "1" or children.exited(player.name) == 0
+        frames = int(status.get("frames", 0))
+        caught_up = all(int((recorder.diagnostics(n) or {}).get("received", 0)) >= frames
+                        for n in readers)
+        return ended and idle() and (caught_up or idle.for_s() > LOST_S)
+
+    return wait_until(played, children, deadline)
+
+
+def ready(status: dict[str, str] | None) -> bool:
+    """A node is up once it has reported, and says `ready` if it has a say."""
+    return status is not None and status.get("ready", "1") == "1"
+
+
+class Idle:
+    """True once the recorder has seen no new output for DRAIN_S seconds."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder, self.count, self.since = recorder, -1, time.monotonic()
+
+    def __call__(self) -> bool:
+        return self.for_s() > DRAIN_S
+
+    def for_s(self) -> float:
+        """Seconds since the recorder last saw new output."""
+        count = self.recorder.count()
+        if count != self.count:
+            self.count, self.since = count, time.monotonic()
+        return time.monotonic() - self.since
+
+
+def interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM: leave like Ctrl-C, through the clean-up
 
 
 def run(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
 
-    from admn_ros.nodes.models import WeightsError
     from admn_ros.nodes.recorder import Recorder
 
     if not Path(args.bag).exists():
@@ -88,41 +150,35 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs = describe_graph(options(args))
-    rclpy.init()
-    nodes: dict = {}
-    executor = MultiThreadedExecutor(num_threads=len(specs) + 1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started ignoring it
+    signal.signal(signal.SIGTERM, interrupt)
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt
+    recorder = Recorder(out / "output.mcap", parameter_overrides=[
+        Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+    executor = SingleThreadedExecutor()
+    executor.add_node(recorder)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     try:
-        with tempfile.TemporaryDirectory(prefix="admn_run_") as tmp:
+        with tempfile.TemporaryDirectory(prefix="admn_run_") as tmp, Children() as children:
             try:
-                recorder = Recorder(out / "output.mcap", parameter_overrides=[
-                    Parameter("use_sim_time", Parameter.Type.BOOL, True)])
-                nodes = start_nodes(specs, Path(tmp))
-            except (WeightsError, FileNotFoundError, ValueError) as exc:
+                finished = play(args, specs, recorder, children, Path(tmp))
+            except NodeFailedError as exc:
                 print(f"admn run: {exc}", file=sys.stderr)
                 return 2
-            for node in [recorder, *nodes.values()]:
-                executor.add_node(node)
-            player = nodes["bag_player"]
-            spinner = threading.Thread(target=executor.spin, daemon=True)
-            spinner.start()
-            deadline = time.monotonic() + args.timeout
-            last_count, last_change = -1, time.monotonic()
-            while rclpy.ok() and time.monotonic() < deadline:
-                time.sleep(0.1)
-                count = recorder.count()
-                if count != last_count:
-                    last_count, last_change = count, time.monotonic()
-                if player.done and time.monotonic() - last_change > DRAIN_S:
-                    break
-            timed_out = time.monotonic() >= deadline
-            executor.shutdown(timeout_sec=2.0)
-            spinner.join(timeout=2.0)
-            rec = recorder.finish(nodes, specs)
+            except KeyboardInterrupt:
+                print("admn run: interrupted; nodes stopped", file=sys.stderr)
+                return 130
+            children.stop()  # SIGINT: every node publishes its final totals
+            time.sleep(SETTLE_S)
+        rec = recorder.finish({s.executable: s.name for s in specs})
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        for node in nodes.values():
-            node.destroy_node()
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)
+        recorder.close()  # a failed or interrupted run keeps what it recorded
+        recorder.destroy_node()
         rclpy.try_shutdown()
+    timed_out = not finished
     from admn_ros.nodes.summary import plot_allocation, plot_trajectory, summarise, write_summary
 
     rec.extra.update(rate=args.rate, timed_out=timed_out, bag=str(args.bag))

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from admn_ros.data.preprocess import Preprocess
 from admn_ros.nodes.images import decode
-from admn_ros.nodes.sync import SyncedSample
+from admn_ros.nodes.sync import LatestWithin, SyncedSample
 
 
 def sample_inputs(sample: SyncedSample, modalities: list[str], nodes: list[str],
@@ -30,46 +30,66 @@ class StampedBuffer:
 
     The controller stamps a sample with its newest camera stamp; given that stamp, the set is
     rebuilt deterministically: per camera input the newest message in [stamp - slop, stamp],
-    per slow input (radar) the newest in [stamp - max_age, stamp + slop]. Arrival order
-    does not matter, so both nodes agree even when their callbacks interleave differently.
+    per slow input (radar) the frame `sync.LatestWithin` picks once it is settled, the very
+    rule the controller's `SampleSync` applies. Arrival order does not matter, so both nodes
+    agree even when their callbacks interleave differently.
     """
 
     def __init__(self, keys: list[tuple[str, str]], slow: tuple[str, ...], slop_ns: int,
-                 max_age_ns: int, keep: int = 30) -> None:
-        self.keys, self.slow = list(keys), slow
-        self.slop_ns, self.max_age_ns = slop_ns, max_age_ns
-        self.frames: dict[tuple[str, str], OrderedDict[int, Any]] = {k: OrderedDict()
-                                                                     for k in keys}
+                 max_age_ns: int, min_period_ns: int, keep: int = 30) -> None:
+        self.keys, self.slop_ns = list(keys), slop_ns
+        self.frames: dict[tuple[str, str], OrderedDict[int, Any]] = {
+            k: OrderedDict() for k in keys if k[1] not in slow}
+        self.slow = {k: LatestWithin(max_age_ns, slop_ns, min_period_ns, keep) for k in keys
+                     if k[1] in slow}
         self.keep = keep
+        self.now_ns = 0  # newest camera stamp
 
     def add(self, key: tuple[str, str], stamp: int, msg: Any) -> bool:
         """Store; returns False (and starts over) when the clock went backwards."""
+        if key in self.slow:
+            if self.slow[key].add(stamp, msg):
+                return True
+            self.clear()
+            self.slow[key].add(stamp, msg)
+            return False
         buf = self.frames[key]
         if buf and stamp < next(reversed(buf)):
-            for b in self.frames.values():
-                b.clear()
+            self.clear()
             buf[stamp] = msg
+            self.now_ns = stamp
             return False
         buf[stamp] = msg
+        self.now_ns = max(self.now_ns, stamp)
         while len(buf) > self.keep:
             buf.popitem(last=False)
         return True
 
-    def window(self, key: tuple[str, str], stamp: int) -> tuple[int, int]:
-        if key[1] in self.slow:
-            return stamp - self.max_age_ns, stamp + self.slop_ns
-        return stamp - self.slop_ns, stamp
+    def clear(self) -> None:
+        for b in self.frames.values():
+            b.clear()
+        for lw in self.slow.values():
+            lw.frames.clear()
+        self.now_ns = 0
 
     def assemble(self, stamp: int) -> SyncedSample | bool | None:
-        """The sample stamped `stamp`; None while an input may still deliver a frame in its
-        window; False when one never will (a newer frame of that input is already here)."""
+        """The sample stamped `stamp`; None while an input may still deliver its frame;
+        False when one never will (a camera moved past its window, or no radar within
+        max_age once settled)."""
         msgs, stamps = {}, {}
-        for key in self.keys:
-            lo, hi = self.window(key, stamp)
-            found = [s for s in self.frames[key] if lo <= s <= hi]
+        for key, buf in self.frames.items():
+            found = [s for s in buf if stamp - self.slop_ns <= s <= stamp]
             if not found:
-                newest = next(reversed(self.frames[key]), None)
-                return False if newest is not None and newest > hi else None
+                newest = next(reversed(buf), None)
+                return False if newest is not None and newest > stamp else None
             stamps[key] = max(found)
-            msgs[key] = self.frames[key][stamps[key]]
-        return SyncedSample(stamp, msgs, stamps)
+            msgs[key] = buf[stamps[key]]
+        for key, latest in self.slow.items():
+            if not latest.settled(stamp, self.now_ns):
+                return None
+            picked = latest.pick(stamp)
+            if picked is None:
+                return False
+            stamps[key], msgs[key] = picked
+        return SyncedSample(stamp, {k: msgs[k] for k in self.keys},
+                            {k: stamps[k] for k in self.keys})

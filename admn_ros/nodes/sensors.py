@@ -8,7 +8,8 @@ the stamp (never a stale or a guessed one); allocations wait (bounded) for late 
 
 Where ROS 2 `message_filters` is installed, its ApproximateTimeSynchronizer pairs the camera
 topics; here `sync.ApproximateSync` (same semantics) does. Radar (4 Hz) is attached as the
-latest frame within `radar_max_age_s`.
+latest frame within `radar_max_age_s`, once no radar frame can still arrive for the sample
+(`sync.LatestWithin.settled`; both nodes apply the same rule).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ SENSOR_PARAMS = {
                     0.0, 1.0),
     "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100),
     "radar_max_age_s": ("oldest radar frame still attached to a camera set, s", 0.0, 5.0),
+    "radar_min_period_s": ("shortest interval between two radar frames of one node (more "
+                           "than 2 x sync_slop_s), s", 0.0, 5.0),
     "sensor_reliability": ("QoS of the sensor topics: best_effort (live sensors) or reliable "
                            "(bag replay: every recorded frame counts)",),
 }
@@ -70,7 +73,8 @@ class SensorInputs:
         self.nodes = list(p["sensor_nodes"])
         keys = sensor_keys(node, modalities)
         self.sync = SampleSync(keys, SLOW_MODALITIES, p["sync_queue_size"], p["sync_slop_s"],
-                               p["radar_max_age_s"], on_sample, on_drop)
+                               p["radar_max_age_s"], p["radar_min_period_s"], on_sample,
+                               on_drop)
         self.subs = []
         self.received = 0
         fast = []
@@ -87,7 +91,7 @@ class SensorInputs:
             self.mf = message_filters.ApproximateTimeSynchronizer(
                 fast, p["sync_queue_size"], p["sync_slop_s"])
             self.mf.registerCallback(
-                lambda *msgs: self.sync._on_set(*[(stamp_ns(m.header.stamp), m) for m in msgs]))
+                lambda *msgs: self.sync.add_set(*[(stamp_ns(m.header.stamp), m) for m in msgs]))
 
     def add(self, key: tuple[str, str], msg) -> None:
         self.received += 1

@@ -1,4 +1,8 @@
-"""summary.json and the two plots of `admn run`, from what the run recorded; no ROS here."""
+"""summary.json and the two plots of `admn run`, from what the run recorded; no ROS here.
+
+The counters come from each node's last /diagnostics (`key=value` strings, cumulative), so
+`admn run` needs no access to the nodes themselves (they run in their own processes).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+# what the fusion node alone can drop; its other reasons (bad input, clock jumps) concern
+# samples the controller has already counted
+FUSION_REASONS = ("no_sample", "bad_allocation", "model_error")
+
 
 @dataclass
 class RunRecord:
@@ -17,7 +25,7 @@ class RunRecord:
 
     frames_in: int = 0
     samples_synced: int = 0
-    poses: list[dict] = field(default_factory=list)  # fusion records (stamp_ns, x_cm, ...)
+    poses: list[dict] = field(default_factory=list)  # stamp_ns, latency_ms, x_cm, z_cm
     allocations: list[dict] = field(default_factory=list)  # stamp_ns, budget, active [M*D]
     budgets: list[tuple[int, int]] = field(default_factory=list)  # (stamp_ns, layers)
     truth: list[tuple[int, float, float]] = field(default_factory=list)  # (stamp_ns, x_m, z_m)
@@ -25,7 +33,35 @@ class RunRecord:
     modalities: list[str] = field(default_factory=list)
     layers_per_modality: int = 0
     windows: list[dict] = field(default_factory=list)  # injection windows (start/end ns, label)
+    backbone_ms_p50: float | None = None
     extra: dict = field(default_factory=dict)
+
+
+def dropped_counts(values: dict[str, str]) -> Counter:
+    """`dropped.<reason>` entries of one node's diagnostics -> Counter."""
+    return Counter({k.removeprefix("dropped."): int(v) for k, v in values.items()
+                    if k.startswith("dropped.")})
+
+
+def apply_diagnostics(rec: RunRecord, last: dict[str, dict[str, str]]) -> None:
+    """Fill the record's totals from the last diagnostics of each node, keyed by executable
+    (`bag_player`, `controller`, `fusion`, `corruption_injector`)."""
+    player, ctl, fus = (last.get(k, {}) for k in ("bag_player", "controller", "fusion"))
+    rec.frames_in = int(player.get("frames", 0))
+    rec.samples_synced = int(ctl.get("samples", 0))
+    rec.dropped = dropped_counts(ctl)
+    rec.dropped.update({k: v for k, v in dropped_counts(fus).items() if k in FUSION_REASONS})
+    if int(fus.get("waiting", 0)):  # allocations still waiting for frames at the end
+        rec.dropped["no_sample"] += int(fus["waiting"])
+    if int(ctl.get("held", 0)):  # camera sets still waiting for their radar at the end
+        rec.dropped["end_of_bag"] += int(ctl["held"])
+    backbone = float(fus.get("backbone_ms_p50", "nan"))
+    rec.backbone_ms_p50 = None if np.isnan(backbone) else backbone
+    rec.extra["sensors"] = json.loads(fus.get("sensor_positions", "[]"))
+    rec.extra["frames_received"] = {"controller": int(ctl.get("received", 0)),
+                                    "fusion": int(fus.get("received", 0))}
+    if "corruption_injector" in last:
+        rec.windows = json.loads(last["corruption_injector"].get("windows", "[]"))
 
 
 def p(values, q: float) -> float | None:
@@ -70,7 +106,7 @@ def summarise(rec: RunRecord) -> dict:
         "latency_ms": {"p50": p([r["latency_ms"] for r in rec.poses], 50),
                        "p95": p([r["latency_ms"] for r in rec.poses], 95)},
         "controller_ms_p50": p([a["controller_ms"] for a in rec.allocations], 50),
-        "backbone_ms_p50": p([r["backbone_ms"] for r in rec.poses], 50),
+        "backbone_ms_p50": rec.backbone_ms_p50,
         **rec.extra,
     }
 

@@ -7,12 +7,18 @@ stamps within `slop` of it are tried, closest first, and the first combination w
 (max - min) is below `slop` is emitted and removed from the queues.
 
 Radar runs at 4 Hz while cameras run at 15 Hz, so radar is not paired by approximate time:
-`LatestWithin` keeps the recent radar frames per node and hands the latest one not newer than
-the camera set (plus slop) and not older than `max_age`.
+`LatestWithin` keeps the recent radar frames per node; the radar frame of a camera stamp t is
+the latest one with t - max_age <= stamp <= t + slop. Radar and camera frames of one instant
+may be handled in either order, so that choice is only made once it is `settled`: no radar
+frame can still arrive inside the window (the latest arrived is past t + slop, or too recent
+for another one to fit before t + slop, given the radar's shortest period), or the cameras
+have moved more than max_age past t (the radar is late or gone: bounded wait).
 
-`SampleSync` combines both: the camera set of every node is synchronised, the latest radar of
-each node is attached, and the sample is stamped with the newest camera stamp, so every node
-running the same `SampleSync` on the same topics agrees on the stamp.
+`SampleSync` combines both: the camera set of every node is synchronised and held until the
+radar of every node is settled for its stamp, then the radar is attached (or the set is
+dropped as `radar_missing`); the sample is stamped with the newest camera stamp. Held sets
+are released in stamp order. The fusion node's `samples.StampedBuffer` applies the same
+`LatestWithin` rule, so both nodes pick the same radar frame for a stamp.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 NS = 1_000_000_000
+# Radar frames kept per node: ~10 s at 4 Hz. Few and small, the radar frames are taken in
+# long before a backlog of camera frames is (measured: 2 s ahead after a CPU stall), and
+# the frame a late camera set needs must still be here.
+SLOW_KEEP = 40
 
 
 class ApproximateSync:
@@ -70,16 +80,32 @@ class ApproximateSync:
 
 
 class LatestWithin:
-    """Recent frames of one slow input; `pick(t)` = latest with t - max_age <= stamp <= t + slop."""
+    """Recent frames of one slow input; `pick(t)` = latest with t - max_age <= stamp <= t + slop,
+    final once `settled(t, now)`."""
 
-    def __init__(self, max_age_ns: int, slop_ns: int, keep: int = 8) -> None:
-        self.max_age_ns, self.slop_ns = max_age_ns, slop_ns
+    def __init__(self, max_age_ns: int, slop_ns: int, min_period_ns: int,
+                 keep: int = SLOW_KEEP) -> None:
+        if min_period_ns <= 2 * slop_ns:
+            raise ValueError(f"LatestWithin: expected min_period > 2 * slop (one frame per "
+                             f"window), got {min_period_ns} ns and slop {slop_ns} ns")
+        self.max_age_ns, self.slop_ns, self.min_period_ns = max_age_ns, slop_ns, min_period_ns
         self.frames: deque[tuple[int, Any]] = deque(maxlen=keep)
 
-    def add(self, stamp_ns: int, msg: Any) -> None:
-        if self.frames and stamp_ns < self.frames[-1][0]:
-            self.frames.clear()  # the clock went backwards (looping bag): start over
+    def add(self, stamp_ns: int, msg: Any) -> bool:
+        """Store; returns False (and starts over) when the clock went backwards."""
+        backwards = bool(self.frames) and stamp_ns < self.frames[-1][0]
+        if backwards:
+            self.frames.clear()  # looping bag: start over
         self.frames.append((stamp_ns, msg))
+        return not backwards
+
+    def settled(self, stamp_ns: int, now_ns: int) -> bool:
+        """Whether `pick(stamp_ns)` is final, `now_ns` being the newest camera stamp: no frame
+        can still arrive in the window, or the wait is over (now past stamp + max_age)."""
+        if now_ns > stamp_ns + self.max_age_ns:
+            return True
+        return bool(self.frames) and self.frames[-1][0] + self.min_period_ns > (
+            stamp_ns + self.slop_ns)
 
     def pick(self, stamp_ns: int) -> tuple[int, Any] | None:
         for s, msg in reversed(self.frames):
@@ -101,42 +127,67 @@ class SampleSync:
     """Camera topics by approximate time, slow topics (radar) by latest within max age.
 
     `keys` are (node, modality) pairs; those whose modality is in `slow` are the latest-within
-    inputs. `on_sample(SyncedSample)` gets each complete sample; `on_drop(reason)` counts the
-    camera sets that could not be completed ("radar_missing", "clock_backwards").
+    inputs (at most one frame per `min_period_s`). `on_sample(SyncedSample)` gets each complete
+    sample; `on_drop(reason)` counts the camera sets that could not be completed
+    ("radar_missing"; "clock_backwards": once for the jump and once per set it discarded).
+    Sets still `held` when the sensors stop (end of a bag) are neither.
     """
 
     def __init__(self, keys: Sequence[tuple[str, str]], slow: Sequence[str], queue_size: int,
-                 slop_s: float, max_age_s: float, on_sample: Callable[[SyncedSample], None],
+                 slop_s: float, max_age_s: float, min_period_s: float,
+                 on_sample: Callable[[SyncedSample], None],
                  on_drop: Callable[[str], None]) -> None:
         self.fast = [k for k in keys if k[1] not in slow]
-        self.slow = {k: LatestWithin(int(max_age_s * NS), int(slop_s * NS)) for k in keys
-                     if k[1] in slow}
+        self.slow = {k: LatestWithin(int(max_age_s * NS), int(slop_s * NS),
+                                     int(min_period_s * NS)) for k in keys if k[1] in slow}
         self.index = {k: i for i, k in enumerate(self.fast)}
-        self.sync = ApproximateSync(len(self.fast), queue_size, int(slop_s * NS), self._on_set)
+        self.sync = ApproximateSync(len(self.fast), queue_size, int(slop_s * NS), self.add_set)
         self.on_sample, self.on_drop = on_sample, on_drop
         self.last_ns: dict[Hashable, int] = {}
+        self.held: deque[tuple[int, dict, dict]] = deque()  # camera sets waiting for radar
+        self.now_ns = 0  # newest camera stamp
 
     def add(self, key: tuple[str, str], stamp_ns: int, msg: Any) -> None:
         last = self.last_ns.get(key)
         self.last_ns[key] = stamp_ns
         if last is not None and stamp_ns < last:
-            self.on_drop("clock_backwards")  # looping bag or clock reset: flush every queue
+            # looping bag or clock reset: flush every queue; the held sets are lost with it
+            for _ in range(1 + len(self.held)):
+                self.on_drop("clock_backwards")
             self.sync.reset()
+            self.held.clear()
             for k in self.slow:
                 self.slow[k].frames.clear()
             self.last_ns = {key: stamp_ns}
+            self.now_ns = 0
         if key in self.slow:
             self.slow[key].add(stamp_ns, msg)
         elif key in self.index:
+            self.now_ns = max(self.now_ns, stamp_ns)
             self.sync.add(self.index[key], stamp_ns, (stamp_ns, msg))
         else:
             raise ValueError(f"SampleSync: unknown input {key}, expected one of "
                              f"{[*self.fast, *self.slow]}")
+        self._release()
 
-    def _on_set(self, *items: tuple[int, Any]) -> None:
+    def add_set(self, *items: tuple[int, Any]) -> None:
+        """A synchronised camera set, (stamp, msg) per camera input in `keys` order (from
+        `ApproximateSync`, or message_filters where installed): held until its radar settles."""
         stamp = max(s for s, _ in items)
         msgs = {k: m for k, (_, m) in zip(self.fast, items, strict=True)}
         stamps = {k: s for k, (s, _) in zip(self.fast, items, strict=True)}
+        self.now_ns = max(self.now_ns, stamp)
+        self.held.append((stamp, msgs, stamps))
+        self._release()
+
+    def _release(self) -> None:
+        """Complete the held camera sets whose radar is settled, oldest first."""
+        while self.held and all(lw.settled(self.held[0][0], self.now_ns)
+                                for lw in self.slow.values()):
+            stamp, msgs, stamps = self.held.popleft()
+            self._complete(stamp, msgs, stamps)
+
+    def _complete(self, stamp: int, msgs: dict, stamps: dict) -> None:
         for key, latest in self.slow.items():
             picked = latest.pick(stamp)
             if picked is None:

@@ -272,8 +272,10 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"- Seed {cfg.seed}. Stage 0 (MAE pretraining) "
         + ("skipped (epochs 0): backbones trained from scratch in stage 1."
            if cfg.mae.epochs == 0 else f"{cfg.mae.epochs} epochs."),
-        f"- Stage 1 (backbone + fusion): {cfg.backbone.epochs} epochs, batch "
-        f"{cfg.backbone.batch_size}, Adam {cfg.backbone.lr:g}, LayerDrop "
+        f"- Stage 1 (backbone + fusion): at most {cfg.backbone.epochs} epochs, batch "
+        f"{cfg.backbone.batch_size}, AdamW {cfg.backbone.lr:g} (weight decay "
+        f"{cfg.backbone.weight_decay:g}), RGB brightness jitter {cfg.backbone.rgb_jitter:g}, "
+        f"LayerDrop "
         f"{model_cfg.layerdrop.rate} (+ full-backbone drop {model_cfg.layerdrop.full_drop_prob}),"
         f" frozen blocks {cfg.backbone.freeze_blocks}, Gaussian corruption after "
         f"{cfg.backbone.clean_epochs} clean epoch(s) (kinds {cfg.backbone.noise_kinds}).",
@@ -281,7 +283,7 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         + (f" + universal {cfg.controller.universal_range}" if cfg.controller.universal else "")
         + f"; {cfg.controller.epochs} epochs (first: noise head only; then at most "
         f"{cfg.controller.max_steps_per_epoch} steps/epoch), batch {cfg.controller.batch_size}, "
-        f"Adam {cfg.controller.lr:g}, Gumbel top-L straight-through, noise-sigma L1 "
+        f"AdamW {cfg.controller.lr:g}, Gumbel top-L straight-through, noise-sigma L1 "
         "supervision. ADMN-AE: unsupervised (autoencoder head, no corruption labels)"
         + (f", universal {cfg.controller_ae.universal_range}." if cfg.controller_ae.universal
            else "."),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from test_train_eval import eval_cli
 from test_train_stages import tiny_recipe
 
 from admn_ros.train.config import load_train_config
@@ -70,15 +70,10 @@ def test_baseline_stage_needs_the_admn_checkpoint(tmp_path, run):
 
 
 def test_eval_rows_sweeps_and_combined_plot(run):
-    from admn_ros.cli import main
     from admn_ros.train.evaluate import evaluate
 
     tmp, recipe = run
-    path = tmp / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    out = tmp / "report"
-    assert main(["eval", "--config", str(path), "--out", str(out)]) == 0
-    res = json.loads((out / "tiny.json").read_text())
+    out, res = eval_cli(tmp, recipe)
     assert set(res["baselines"]) == {"binary", "discrete", "continuous"}
     for methods in res["baselines"].values():
         assert set(methods) == set(METHODS)

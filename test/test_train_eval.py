@@ -29,15 +29,19 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     return tmp, recipe
 
 
-def test_eval_writes_every_table_and_plot(run):
+def eval_cli(tmp: Path, recipe: dict) -> tuple[Path, dict]:
+    """`admn eval` on `recipe` (written to tmp) -> (report dir, its JSON)."""
     from admn_ros.cli import main
 
-    tmp, recipe = run
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp / "report"
     assert main(["eval", "--config", str(path), "--out", str(out)]) == 0
-    res = json.loads((out / "tiny.json").read_text())
+    return out, json.loads((out / f"{recipe['recipe']}.json").read_text())
+
+
+def test_eval_writes_every_table_and_plot(run):
+    out, res = eval_cli(*run)
     assert res["recipe"] == "tiny" and res["total_blocks"] == 9 and res["budgets"] == [3, 4, 6]
     assert set(res["tables"]) == {"binary", "discrete", "continuous"}
     for table in res["tables"].values():

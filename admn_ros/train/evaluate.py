@@ -39,6 +39,7 @@ from admn_ros.train.evaluate_baselines import (
     evaluate_baselines,
     plot_error_vs_gflops,
 )
+from admn_ros.train.figures import save_figure
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
 Runner = Callable[[dict[str, Tensor], Tensor], GaussianPrediction]
@@ -367,11 +368,7 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
         ax.set_xticks(budgets)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    p = out_dir / f"{recipe}_error_vs_budget.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
+    paths.append(save_figure(fig, out_dir / f"{recipe}_error_vs_budget.png"))
 
     alloc = res.get("allocation") or {}
     if alloc:
@@ -387,11 +384,7 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
             ax.set_ylabel("blocks allocated")
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        p = out_dir / f"{recipe}_allocation.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save_figure(fig, out_dir / f"{recipe}_allocation.png"))
     return paths
 
 

@@ -37,6 +37,7 @@ from admn_ros.core.model import downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import make_policy
 from admn_ros.train.config import BASELINE_STAGES, KNOBS, BaselineEval, TrainConfig
+from admn_ros.train.figures import save_figure
 
 METHOD_LABELS = {"dynmm": "DynMM", "mmexit": "MMExit", "m2sn": "M2SN"}
 # ADMN rows a baseline point is compared with, in order of preference per budget
@@ -272,8 +273,4 @@ def plot_error_vs_gflops(res: dict, out_dir: Path) -> Path | None:
         ax.set_ylabel("mean error (cm)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    p = out_dir / f"{res['recipe']}_error_vs_gflops.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save_figure(fig, out_dir / f"{res['recipe']}_error_vs_gflops.png")

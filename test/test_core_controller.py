@@ -121,3 +121,27 @@ def test_bad_lowres_size() -> None:
     cfg = tiny_cfg()
     with pytest.raises(ValueError, match="expected \\[B, 3, 3, 8, 8\\]"):
         Controller(cfg)(rand_inputs(cfg, size=16), 5)
+
+
+def test_noise_prior_moves_blocks_off_a_judged_noisy_modality() -> None:
+    cfg = tiny_cfg(noise_prior=1.0)
+    ctrl = Controller(cfg).eval()
+    x = lowres(cfg)
+    with torch.no_grad():
+        ctrl.noise_head[-1].bias.fill_(20.0)  # every view judged fully noisy
+        ctrl.noise_prior.zero_()
+        ctrl.noise_prior[0] = 100.0  # ... and that costs rgb's slots (modality 0) dearly
+    out = ctrl(x, 7)
+    assert torch.allclose(out.noise, torch.ones(2, 3))
+    assert out.mask[:, 0].sum(-1).tolist() == [1.0, 1.0]  # rgb keeps only its forced block 0
+    # the prior learns from the task loss; the noise head does not (the prior reads it detached)
+    ctrl.train()
+    ctrl(x, 7, generator=torch.Generator().manual_seed(0)).mask.mul(torch.rand(2, 3, 4)).sum() \
+        .backward()
+    assert ctrl.noise_prior.grad is not None and ctrl.noise_prior.grad.abs().sum() > 0
+    assert ctrl.noise_head[-1].weight.grad is None
+
+
+def test_noise_prior_needs_a_noise_head() -> None:
+    with pytest.raises(ValueError, match=r"controller\.noise_prior"):
+        tiny_cfg(noise_prior=1.0, noise_head=False)

@@ -55,9 +55,18 @@ def test_zero_sigma_is_identity_and_seeded() -> None:
     assert torch.equal(a, b)
 
 
-def test_shared_across_nodes() -> None:
-    s = sample_sigma(NoiseConfig(kind="continuous", shared_across_nodes=True), MODS, 5, 3)
-    assert torch.equal(s[:, 0], s[:, 2])
+def test_node_shared_prob() -> None:
+    always = sample_sigma(NoiseConfig(kind="continuous", node_shared_prob=1.0), MODS, 5, 3)
+    assert torch.equal(always[:, 0], always[:, 2])
+    never = sample_sigma(NoiseConfig(kind="continuous"), MODS, 5, 3)
+    assert not torch.equal(never[:, 0], never[:, 2])
+    # half the (sample, modality) pairs shared: every node equal there, per node elsewhere
+    half = sample_sigma(NoiseConfig(kind="continuous", node_shared_prob=0.5), MODS, 2000, 3,
+                        generator=torch.Generator().manual_seed(0))
+    same = (half == half[:, :1]).all(1)  # [B, M]
+    assert 0.45 < same.float().mean().item() < 0.55
+    with pytest.raises(ValueError, match="node_shared_prob"):
+        NoiseConfig(node_shared_prob=1.5)
 
 
 def test_other_corruptions() -> None:

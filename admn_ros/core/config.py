@@ -220,6 +220,9 @@ class ControllerConfig:
     gumbel_tau: float = 1.0
     gumbel_noise_scale: float = 1.0
     noise_head: bool = True
+    # > 0: each slot's logit minus a learned weight (initialised to this) x its modality's
+    # predicted noise (detached), so a judged-noisy modality starts out losing blocks; 0: off
+    noise_prior: float = 0.0
     ae_head: bool = False
     budget_token: bool = False
     budget_min: int | None = None  # None: M
@@ -328,6 +331,9 @@ def validate_model_config(cfg: ModelConfig) -> None:
     _positive("controller.gumbel_tau", c.gumbel_tau)
     if not c.stem_channels:
         raise ValueError("controller.stem_channels: expected at least one conv layer, got []")
+    if c.noise_prior < 0 or (c.noise_prior > 0 and not c.noise_head):
+        raise ValueError(f"controller.noise_prior: expected >= 0, and 0 without a noise head, "
+                         f"got {c.noise_prior} (noise_head={c.noise_head})")
     m, total = cfg.num_modalities, cfg.num_modalities * b.depth
     lo, hi = cfg.budget_range
     if not m <= lo <= hi <= total:
@@ -359,7 +365,9 @@ class NoiseConfig:
     """Gaussian-noise levels per modality on normalised [0, 1] inputs (paper A.3, 5.1.1).
 
     binary: sigma in {0, max}; discrete: sigma from `levels`; continuous: U(0, max),
-    max = the largest level. `shared_across_nodes`: one sigma per sample and modality.
+    max = the largest level. `node_shared_prob`: per sample and modality, the probability that
+    one sigma hits every node (a room-wide condition: lights out, radar interference); else
+    each node draws its own (a smudged lens on one node). 0 = always per node, 1 = always shared.
     """
 
     kind: NoiseKind = "binary"
@@ -370,9 +378,12 @@ class NoiseConfig:
             "radar": [0.0, 0.5, 1.0, 1.5],
         }
     )
-    shared_across_nodes: bool = False
+    node_shared_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.node_shared_prob <= 1.0:
+            raise ValueError(f"node_shared_prob: expected a probability in [0, 1], "
+                             f"got {self.node_shared_prob}")
         for mod, lv in self.levels.items():
             if not lv or min(lv) < 0 or max(lv) <= 0:
                 raise ValueError(

@@ -4,7 +4,9 @@ Design choice: one token per node x modality. Conv stems are per modality and sh
 nodes (like the backbones); node and modality embeddings tell the tokens apart. This lets the
 controller see a corruption that hits a single node. A CLS token (and, optionally, a budget
 token) join them in a small transformer; the CLS output feeds the logit MLP. The noise head reads
-each node x modality token and predicts its normalised corruption sigma in [0, 1].
+each node x modality token and predicts its normalised corruption sigma in [0, 1]; with
+`noise_prior` > 0 that prediction (detached) also lowers its modality's logits by a learned
+per-slot weight, so a modality judged noisy loses blocks even where the task loss is flat.
 """
 
 from __future__ import annotations
@@ -166,6 +168,10 @@ class Controller(nn.Module):
         self.noise_head = (
             nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1)) if c.noise_head else None
         )
+        # learned weight [M, D] of the predicted noise subtracted from each slot's logit
+        self.noise_prior = (
+            nn.Parameter(torch.full((m, cfg.depth), c.noise_prior)) if c.noise_prior > 0 else None
+        )
         self.decoders = (
             nn.ModuleDict({mod: ConvDecoder(d, cfg.in_chans[mod], c.img_size)
                            for mod in cfg.modalities})
@@ -192,6 +198,25 @@ class Controller(nn.Module):
             lead.append(self.budget_embed(budget.to(tok.device) - self.budget_min)[:, None])
         return torch.cat([*lead, tok], 1)
 
+    def logits_and_noise(self, lowres: dict[str, Tensor], budget: Tensor
+                         ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Unvalidated core: logits [B, M*D] (noise prior applied), per-node noise [B, S, M]
+        (None without a noise head) and the node x modality tokens [B, S*M, d]."""
+        s, m = self.cfg.num_nodes, self.cfg.num_modalities
+        x = self.embed(lowres, budget)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        cls, tok = x[:, 0], x[:, -s * m:]  # [B, d], [B, S*M, d]
+        logits = self.logit_head(cls)  # [B, M*D]
+        if self.noise_head is None:
+            return logits, None, tok
+        noise = torch.sigmoid(self.noise_head(tok)).view(-1, s, m)  # [B, S, M]
+        if self.noise_prior is not None:  # judged-noisy modalities start with lower logits
+            prior = self.noise_prior * noise.detach().mean(1)[:, :, None]  # [B, M, D]
+            logits = logits - prior.flatten(1)
+        return logits, noise, tok
+
     def forward(self, lowres: dict[str, Tensor], budget: int | Tensor, *,
                 sample: bool | None = None,
                 generator: torch.Generator | None = None) -> ControllerOutput:
@@ -203,19 +228,11 @@ class Controller(nn.Module):
         sample = self.training if sample is None else sample
         m, s, d = cfg.num_modalities, cfg.num_nodes, cfg.depth
 
-        x = self.embed(lowres, budget)
-        for blk in self.blocks:
-            x = blk(x)
-        x = self.norm(x)
-        cls, tok = x[:, 0], x[:, -s * m:]  # [B, d], [B, S*M, d]
-
-        logits = self.logit_head(cls)  # [B, M*D]
+        logits, noise_pn, tok = self.logits_and_noise(lowres, budget)
         mask = gumbel_top_l(logits, budget, self.forced, c.gumbel_tau, c.gumbel_noise_scale,
                             sample, generator)
-        noise = noise_pn = recon = None
-        if self.noise_head is not None:
-            noise_pn = torch.sigmoid(self.noise_head(tok)).view(batch, s, m)  # [B, S, M]
-            noise = noise_pn.mean(1)
+        noise = None if noise_pn is None else noise_pn.mean(1)
+        recon = None
         if self.decoders is not None:
             tok = tok.view(batch, s, m, -1)
             recon = {mod: self.decoders[mod](tok[:, :, i].flatten(0, 1)).unflatten(0, (batch, s))

@@ -38,23 +38,24 @@ class Corrupted(NamedTuple):
 def sample_sigma(cfg: NoiseConfig, modalities: list[str], batch: int, num_nodes: int,
                  kind: NoiseKind | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
-    """Absolute sigma [B, S, M] (shared across nodes if `cfg.shared_across_nodes`)."""
+    """Absolute sigma [B, S, M]; per sample and modality, node 0's draw is copied to every
+    node with probability `cfg.node_shared_prob`."""
     kind = kind or cfg.kind
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise kind: expected one of {list(NOISE_KINDS)}, got {kind!r}")
-    s = 1 if cfg.shared_across_nodes else num_nodes
     cols = []
     for m in modalities:
         hi = cfg.max_sigma(m)
         if kind == "binary":
-            col = (torch.rand(batch, s, generator=generator) < 0.5).float() * hi
+            col = (torch.rand(batch, num_nodes, generator=generator) < 0.5).float() * hi
         elif kind == "discrete":
             levels = torch.tensor(cfg.levels[m], dtype=torch.float32)
-            col = levels[torch.randint(len(levels), (batch, s), generator=generator)]
+            col = levels[torch.randint(len(levels), (batch, num_nodes), generator=generator)]
         else:
-            col = torch.rand(batch, s, generator=generator) * hi
-        cols.append(col)
-    return torch.stack(cols, -1).expand(batch, num_nodes, len(modalities)).contiguous()
+            col = torch.rand(batch, num_nodes, generator=generator) * hi
+        shared = torch.rand(batch, 1, generator=generator) < cfg.node_shared_prob  # [B, 1]
+        cols.append(torch.where(shared, col[:, :1], col))
+    return torch.stack(cols, -1)  # [B, S, M]
 
 
 def _per_view(value: Tensor | float, x: Tensor, name: str) -> Tensor:

@@ -58,20 +58,12 @@ class ControllerPart(nn.Module):
     def __init__(self, controller: Controller) -> None:
         super().__init__()
         self.controller = controller
-        cfg = controller.cfg
-        self.modalities = list(cfg.modalities)
-        self.tokens = cfg.num_nodes * cfg.num_modalities
+        self.modalities = list(controller.cfg.modalities)
 
     def forward(self, *args: Tensor) -> tuple[Tensor, Tensor]:
         *lowres, budget = args
-        c = self.controller
-        x = c.embed(dict(zip(self.modalities, lowres, strict=True)), budget)
-        for blk in c.blocks:
-            x = blk(x)
-        x = c.norm(x)
-        logits = c.logit_head(x[:, 0])  # [B, M*D]
-        b, s, m = x.shape[0], self.controller.cfg.num_nodes, len(self.modalities)
-        if c.noise_head is None:
-            return logits, logits.new_zeros(b, 0)
-        noise = c.noise_head(x[:, -self.tokens:]).sigmoid().view(b, s, m).mean(1)  # [B, M]
-        return logits, noise
+        logits, noise, _ = self.controller.logits_and_noise(
+            dict(zip(self.modalities, lowres, strict=True)), budget)
+        if noise is None:
+            return logits, logits.new_zeros(logits.shape[0], 0)
+        return logits, noise.mean(1)  # [B, M*D], [B, M]

@@ -60,6 +60,8 @@ class Job:
 def controller_config(model_cfg: ModelConfig, budget: int | tuple[int, int],
                       unsupervised: bool) -> ModelConfig:
     changes = {"ae_head": unsupervised, "noise_head": not unsupervised}
+    if unsupervised:  # the AE variant has no noise estimate to condition on
+        changes["noise_prior"] = 0.0
     if isinstance(budget, tuple):
         changes.update(budget_token=True, budget_min=budget[0], budget_max=budget[1])
     return replace_controller(model_cfg, **changes)

@@ -191,7 +191,7 @@ class LowResEncoder(nn.Module):
         c = self.cfg.controller
         bare = dataclasses.replace(
             self.cfg, controller=dataclasses.replace(c, noise_head=False, budget_token=False,
-                                                     ae_head=False))
+                                                     ae_head=False, noise_prior=0.0))
         logit_mlp = c.dim * c.dim + c.dim * self.cfg.total_blocks
         return CostModel(bare).controller_flops() - FLOPS_PER_MAC * logit_mlp
 

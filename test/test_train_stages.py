@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from admn_ros.train.config import load_train_config
-from admn_ros.train.engine import NonFiniteLossError
+from admn_ros.train.engine import NonFiniteLossError, lr_lambda
 from admn_ros.train.main import run_stage
 from admn_ros.train.state import load_training_state
 
@@ -209,3 +209,10 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, rec, monkeypatch):
                                      if v.is_floating_point()])).all()
     assert json.loads((tmp_path / "run" / "admn" / "metrics.jsonl").read_text()
                       .splitlines()[-1])["step"] == 3
+
+
+def test_lr_schedule_starts_after_the_head_only_warmup() -> None:
+    f = lr_lambda(110, 0, "cosine", hold_steps=10)
+    assert [f(0), f(9), f(10)] == [1.0, 1.0, 1.0]  # warm-up at the base rate; cosine from 10
+    assert f(60) == pytest.approx(0.51)  # half way through the 100 scheduled steps
+    assert f(110) == pytest.approx(0.02)

@@ -58,14 +58,18 @@ def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
-              time_fraction: Callable[[], float] | None = None):
-    """Multiplier of the base learning rate at a step: linear warm-up, then the schedule over
-    max(step progress, `time_fraction()`) when a wall-clock budget is set."""
+              time_fraction: Callable[[], float] | None = None, hold_steps: int = 0):
+    """Multiplier of the base learning rate at a step: the first `hold_steps` at the base rate
+    (a controller's head-only warm-up epochs, outside the schedule), then a linear warm-up, then
+    the schedule over max(step progress, `time_fraction()`) when a wall-clock budget is set."""
 
     def f(step: int) -> float:
+        if step < hold_steps:
+            return 1.0
+        step -= hold_steps
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        t = (step - warmup_steps) / max(1, total_steps - hold_steps - warmup_steps)
         if time_fraction is not None:
             t = max(t, time_fraction())
         t = min(1.0, max(0.0, t))

@@ -217,8 +217,11 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     export_cfg = getattr(task, "export_config", None) or export.cfg  # its ModelConfig
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=st.lr, weight_decay=st.weight_decay)
-    def epoch_steps(epoch: int) -> int:  # controller warm-up (noise / AE head only): own cap
-        warm = task.name.startswith("controller") and epoch < st.warmup_noise_epochs
+    # controller warm-up epochs (noise / AE head only): own step cap, base lr, no schedule
+    head_only = st.warmup_noise_epochs if task.name.startswith("controller") else 0
+
+    def epoch_steps(epoch: int) -> int:
+        warm = epoch < head_only
         return steps_per_epoch(train, st.batch_size,
                                st.max_warmup_steps if warm else st.max_steps_per_epoch)
 
@@ -234,7 +237,8 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(sum(epoch_steps(e) for e in range(st.epochs)),
                              int(st.warmup_epochs * steps), st.schedule,
-                             time_fraction if st.time_budget_min else None))
+                             time_fraction if st.time_budget_min else None,
+                             hold_steps=sum(epoch_steps(e) for e in range(head_only))))
     out_of_time = (lambda: time_fraction() >= 1.0) if st.time_budget_min else None
     start_epoch, step, history = 0, 0, []
     if resume and ckpt_path.exists():

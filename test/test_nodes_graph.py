@@ -191,11 +191,6 @@ def test_missing_weights_is_a_clear_error(work, tmp_path):
     assert "nope" in res.stderr and "make train" in res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the shipped backbones localise (docs/results/demo.md) and the controllers' noise heads "
-    "see the blinded camera (predicted rgb noise 0.33 vs 0.002 clean), but their top-L "
-    "allocations do not yet depend on the input (issue 6: controller training); strict: "
-    "this fails once controllers that react are shipped, and the marker must then go"))
 def test_blinding_a_camera_moves_layers_away_from_rgb(work):
     models = ROOT / "models"
     if not (models / "admn_demo.pt").exists():

@@ -11,6 +11,7 @@ import yaml
 from test_train_stages import tiny_recipe
 
 from admn_ros.train.config import load_train_config
+from admn_ros.train.evaluate import goal_lines
 from admn_ros.train.main import run_stage
 
 
@@ -132,3 +133,20 @@ def test_default_weights_from_another_config(run, tmp_path):
     other["backbone"]["depth"] = 4
     with pytest.raises(ValueError, match=r"backbone\.depth"):
         load_default_weights(tmp_path / "m", "tiny", other)
+
+
+def test_goal_lines_report_each_ratio() -> None:
+    def cell(e: float) -> dict:
+        return {"error_cm": e}
+
+    table = {"upper_bound": {"6": cell(20.0), "8": cell(20.0)},
+             "admn": {"6": cell(25.0), "8": cell(22.0)},
+             "admn_universal": {"6": cell(27.5), "8": cell(22.0)},
+             "naive": {"6": cell(40.0)}, "random": {"6": cell(50.0)}}
+    text = "\n".join(goal_lines({"tables": {"binary": table}, "budgets": [6, 8]}))
+    assert "25.0 / 20.0 cm = 1.25x (goal <= 1.25x)" in text
+    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x" in text
+    assert "random at L=6 vs ADMN: 50.0 / 25.0 cm = 2.00x" in text
+    assert "naive at L=6 vs upper bound: 40.0 / 20.0 cm = 2.00x" in text
+    assert "L=6: +10.0 %, L=8: +0.0 %" in text
+    assert goal_lines({"tables": {}, "budgets": [6]}) == []

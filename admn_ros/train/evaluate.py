@@ -335,6 +335,10 @@ def goal_lines(res: dict) -> list[str]:
         if e is not None:
             out.append(f"- {base} at L={low} vs ADMN: {e:.1f} / {admn:.1f} cm = {e / admn:.2f}x "
                        f"(goal >= 2x)")
+    naive = err("naive", low)
+    if naive is not None:  # context: ADMN at L can at best reach the upper bound
+        out.append(f"- naive at L={low} vs upper bound: {naive:.1f} / {ub:.1f} cm = "
+                   f"{naive / ub:.2f}x (the most any allocation can gain over naive here)")
     gaps = []
     for b in map(str, budgets):
         u, a = err("admn_universal", b), err("admn", b)

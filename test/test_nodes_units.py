@@ -543,3 +543,21 @@ def test_run_record_from_the_nodes_last_diagnostics():
     empty = RunRecord()
     apply_diagnostics(empty, {"fusion": {"backbone_ms_p50": "nan"}})
     assert summarise(empty)["backbone_ms_p50"] is None and empty.frames_in == 0
+
+
+def test_summary_compares_block_shares_inside_and_outside_injections():
+    from admn_ros.nodes.summary import RunRecord, summarise
+
+    def alloc(stamp: int, rgb: int, radar: int) -> dict:  # 2 modalities x 4 blocks
+        return {"stamp_ns": stamp, "budget": rgb + radar, "controller_ms": 1.0,
+                "active": [1] * rgb + [0] * (4 - rgb) + [1] * radar + [0] * (4 - radar)}
+
+    rec = RunRecord(modalities=["rgb", "radar"], layers_per_modality=4,
+                    windows=[{"start_ns": 10, "end_ns": 20, "label": "node1/rgb"}],
+                    allocations=[alloc(0, 4, 4), alloc(10, 1, 3), alloc(15, 1, 1),
+                                 alloc(20, 2, 2)])
+    inj = summarise(rec)["injected"]
+    assert inj["windows"] == ["node1/rgb"]
+    assert inj["share_inside"] == {"rgb": 0.375, "radar": 0.625}  # 1/4 and 1/2 of the blocks
+    assert inj["share_outside"] == {"rgb": 0.5, "radar": 0.5}
+    assert summarise(RunRecord(modalities=["rgb"], allocations=[alloc(0, 1, 0)]))["injected"] == {}

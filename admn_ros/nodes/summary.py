@@ -82,16 +82,38 @@ def errors_cm(poses: list[dict], truth: list[tuple[int, float, float]]) -> np.nd
     return np.hypot(px - gx, pz - gz)[inside]
 
 
+def blocks_per_modality(rec: RunRecord) -> np.ndarray:
+    """Active blocks [N, M] of each allocation, per modality."""
+    act = np.array([a["active"] for a in rec.allocations], float)
+    return act.reshape(len(act), len(rec.modalities), -1).sum(-1)
+
+
+def injected_shares(rec: RunRecord, per: np.ndarray) -> dict:
+    """Share of the active blocks per modality inside and outside the injection windows
+    (shares, not counts: the budget may change during a window)."""
+    stamps = np.array([a["stamp_ns"] for a in rec.allocations])
+    inside = np.zeros(len(stamps), bool)
+    for w in rec.windows:
+        inside |= (stamps >= w["start_ns"]) & (stamps < w["end_ns"])
+    share = per / per.sum(1, keepdims=True)
+    out = {}
+    for key, sel in (("share_inside", inside), ("share_outside", ~inside)):
+        out[key] = ({m: round(float(v), 3) for m, v in
+                     zip(rec.modalities, share[sel].mean(0), strict=True)} if sel.any() else {})
+    return {"windows": [w["label"] for w in rec.windows], **out}
+
+
 def summarise(rec: RunRecord) -> dict:
     err = errors_cm(rec.poses, rec.truth)
     layers = [sum(a["active"]) for a in rec.allocations]
     budgets = [b for _, b in sorted(rec.budgets)]
     changes = sum(1 for a, b in itertools.pairwise(budgets) if a != b)
-    per_mod = {}
+    per_mod, injected = {}, {}
     if rec.allocations and rec.modalities:
-        act = np.array([a["active"] for a in rec.allocations], float)
-        act = act.reshape(len(act), len(rec.modalities), -1).sum(-1).mean(0)
-        per_mod = {m: round(float(v), 3) for m, v in zip(rec.modalities, act, strict=True)}
+        per = blocks_per_modality(rec)
+        per_mod = {m: round(float(v), 3) for m, v in zip(rec.modalities, per.mean(0), strict=True)}
+        if rec.windows:
+            injected = injected_shares(rec, per)
     return {
         "frames_in": rec.frames_in,
         "samples_synced": rec.samples_synced,
@@ -101,6 +123,7 @@ def summarise(rec: RunRecord) -> dict:
         "mean_error_cm": round(float(err.mean()), 2) if err.size else None,
         "mean_active_layers": round(float(np.mean(layers)), 3) if layers else None,
         "mean_active_layers_per_modality": per_mod,
+        "injected": injected,
         "budget_changes": changes,
         "budgets": sorted(set(budgets)),
         "latency_ms": {"p50": p([r["latency_ms"] for r in rec.poses], 50),
@@ -160,8 +183,7 @@ def plot_allocation(rec: RunRecord, path: Path) -> Path:
     if rec.allocations:
         t0 = min(a["stamp_ns"] for a in rec.allocations)
         t = np.array([(a["stamp_ns"] - t0) / 1e9 for a in rec.allocations])
-        act = np.array([a["active"] for a in rec.allocations], float)
-        per = act.reshape(len(act), len(rec.modalities), -1).sum(-1)
+        per = blocks_per_modality(rec)
         ax.stackplot(t, per.T, labels=rec.modalities, alpha=0.8)
         ax.step(t, [a["budget"] for a in rec.allocations], where="post", color="k", lw=1.5,
                 label="budget")

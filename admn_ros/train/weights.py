@@ -281,13 +281,16 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"{cfg.backbone.clean_epochs} clean epoch(s) (kinds {cfg.backbone.noise_kinds}).",
         f"- Stage 2 (controllers, backbones frozen): budgets {cfg.controller.budgets}"
         + (f" + universal {cfg.controller.universal_range}" if cfg.controller.universal else "")
-        + f"; {cfg.controller.epochs} epochs (first: noise head only; then at most "
+        + f"; {cfg.controller.epochs} epochs (first: noise head only, at most "
+        f"{cfg.controller.max_warmup_steps} steps; then at most "
         f"{cfg.controller.max_steps_per_epoch} steps/epoch), batch {cfg.controller.batch_size}, "
         f"AdamW {cfg.controller.lr:g}, Gumbel top-L straight-through, noise-sigma L1 "
-        "supervision. ADMN-AE: unsupervised (autoencoder head, no corruption labels)"
+        f"supervision, noise prior {model_cfg.controller.noise_prior:g} (docs/ARCHITECTURE.md)."
+        " ADMN-AE: unsupervised (autoencoder head, no corruption labels)"
         + (f", universal {cfg.controller_ae.universal_range}." if cfg.controller_ae.universal
            else "."),
-        f"- Noise levels (sigma on [0, 1] inputs): {dict(cfg.noise.levels)}.",
+        f"- Noise levels (sigma on [0, 1] inputs): {dict(cfg.noise.levels)}; one draw shared "
+        f"by all nodes with probability {cfg.noise.node_shared_prob:g}, else one per node.",
     ]
     if train_seconds:
         lines.append(f"- Wall time of `make train` on this machine: {train_seconds / 60:.1f} min "

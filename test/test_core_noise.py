@@ -94,3 +94,16 @@ def test_other_corruptions() -> None:
 def test_bad_arguments(call) -> None:
     with pytest.raises(ValueError, match="expected"):
         call()
+
+
+def test_grid_noise_keeps_sigma_after_resizing_to_the_grid() -> None:
+    x = torch.full((1, 1, 1, 256, 256), 0.5)
+    g = torch.Generator().manual_seed(0)
+
+    def std_at_64(y: torch.Tensor) -> float:
+        return torch.nn.functional.interpolate(y[0], size=(64, 64), mode="area").std().item()
+
+    per_pixel = std_at_64(add_gaussian_noise(x, 0.1, g))
+    on_grid = std_at_64(add_gaussian_noise(x, 0.1, g, grid=64))
+    assert on_grid == pytest.approx(0.1, rel=0.05)
+    assert per_pixel == pytest.approx(0.1 / 4, rel=0.1)  # 4 x 4 pixels averaged per cell

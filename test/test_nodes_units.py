@@ -296,6 +296,11 @@ def test_inject_schedule_and_corruption(tmp_path):
     img = np.full((16, 16, 3), 128, np.uint8)
     noisy = corrupt_frame(img, "rgb", Corruption("node1", "rgb", "gaussian", 3.0, 0, 1), 6000, g)
     assert noisy.dtype == np.uint8 and noisy.std() > 50
+    # on the model's grid: constant over each 4 x 4 cell of a 64 x 64 frame at grid 16
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    cells = corrupt_frame(frame, "rgb", Corruption("node1", "rgb", "gaussian", 0.1, 0, 1), 6000,
+                          g, noise_grid=16)
+    assert (cells[::4, ::4] == cells[3::4, 3::4]).all() and cells.std() > 10
     depth = np.full((8, 8), 2000, np.uint16)
     dark = corrupt_frame(depth, "depth", Corruption("n", "depth", "dropout", 1, 0, 1), 6000, g)
     assert dark.dtype == np.uint16 and not dark.any()
@@ -554,10 +559,14 @@ def test_summary_compares_block_shares_inside_and_outside_injections():
 
     rec = RunRecord(modalities=["rgb", "radar"], layers_per_modality=4,
                     windows=[{"start_ns": 10, "end_ns": 20, "label": "node1/rgb"}],
-                    allocations=[alloc(0, 4, 4), alloc(10, 1, 3), alloc(15, 1, 1),
-                                 alloc(20, 2, 2)])
+                    allocations=[alloc(0, 4, 4), alloc(5, 2, 2), alloc(10, 1, 3),
+                                 alloc(15, 1, 1), alloc(20, 2, 2), alloc(25, 3, 1)])
     inj = summarise(rec)["injected"]
     assert inj["windows"] == ["node1/rgb"]
-    assert inj["share_inside"] == {"rgb": 0.375, "radar": 0.625}  # 1/4 and 1/2 of the blocks
-    assert inj["share_outside"] == {"rgb": 0.5, "radar": 0.5}
+    # compared at equal budget only: the all-blocks allocation at 8 is not a reference
+    assert inj["by_budget"] == {
+        "2": {"samples_inside": 1, "share_inside": {"rgb": 0.5, "radar": 0.5},
+              "samples_outside": 0, "share_outside": {}},
+        "4": {"samples_inside": 1, "share_inside": {"rgb": 0.25, "radar": 0.75},
+              "samples_outside": 3, "share_outside": {"rgb": 0.583, "radar": 0.417}}}
     assert summarise(RunRecord(modalities=["rgb"], allocations=[alloc(0, 1, 0)]))["injected"] == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from admn_ros.core.config import NoiseConfig, NoiseKind
@@ -74,12 +75,21 @@ def _check_views(x: Tensor, name: str = "x") -> None:
 
 
 def add_gaussian_noise(x: Tensor, sigma: Tensor | float,
-                       generator: torch.Generator | None = None) -> Tensor:
-    """x + N(0, sigma^2) per view (sigma scalar or [B, S]), clipped to [0, 1]."""
+                       generator: torch.Generator | None = None, grid: int = 0) -> Tensor:
+    """x + N(0, sigma^2) per view (sigma scalar or [B, S]), clipped to [0, 1].
+
+    `grid` > 0: one draw per cell of a grid x grid lattice, upsampled (nearest) to x's size,
+    so a frame larger than the model's input keeps sigma after it is area-resized to `grid`
+    (per-pixel noise would average out: sigma / 4 from 256 to 64 px)."""
     _check_views(x)
     sig = _per_view(sigma, x, "sigma")
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    return (x + sig * noise).clamp(0.0, 1.0)
+    if grid > 0:
+        b, s, c = x.shape[:3]
+        noise = torch.randn((b * s, c, grid, grid), generator=generator, dtype=x.dtype)
+        noise = F.interpolate(noise, size=x.shape[-2:], mode="nearest").view(x.shape)
+    else:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return (x + sig * noise.to(x.device)).clamp(0.0, 1.0)
 
 
 def corrupt(inputs: dict[str, Tensor], cfg: NoiseConfig, kind: NoiseKind | None = None,

@@ -32,6 +32,9 @@ PARAMS = {
     "depth_topic": ("depth topic template",),
     "radar_topic": ("radar topic template",),
     "seed": ("seed of the noise draws", 0, 2**31 - 1),
+    "noise_grid": ("Gaussian noise is drawn on this square grid and upsampled to the frame: "
+                   "the model's input size, so strength is the sigma the model was trained "
+                   "with; 0 = per raw pixel (averages out when frames are resized)", 0, 4096),
     "sensor_reliability": ("QoS of the sensor topics in and out: best_effort or reliable",),
     "min_subscribers": ("readers each output needs before the injector reports ready", 1, 100),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
@@ -77,7 +80,8 @@ class CorruptionInjectorNode(Node):
         except ValueError:
             return msg  # not decodable: the graph's own checks count it
         for c in active:
-            arr = corrupt_frame(arr, modality, c, self.depth_max_mm, self.generator)
+            arr = corrupt_frame(arr, modality, c, self.depth_max_mm, self.generator,
+                                self.p["noise_grid"])
         self.corrupted += 1
         fields = numpy_to_image_fields(arr, msg.encoding)
         fields["data"] = fields["data"].tobytes()

@@ -73,13 +73,15 @@ def scale_of(modality: str, arr: np.ndarray, depth_max_mm: float) -> float:
 
 
 def corrupt_frame(arr: np.ndarray, modality: str, c: Corruption, depth_max_mm: float,
-                  generator: torch.Generator) -> np.ndarray:
-    """One raw frame ([H, W] or [H, W, C], the encoding's dtype) -> the corrupted frame."""
+                  generator: torch.Generator, noise_grid: int = 0) -> np.ndarray:
+    """One raw frame ([H, W] or [H, W, C], the encoding's dtype) -> the corrupted frame.
+    `noise_grid`: Gaussian noise drawn on that grid (the model's input size; see
+    `core.noise.add_gaussian_noise`), 0 = per raw pixel."""
     scale = scale_of(modality, arr, depth_max_mm)
     x = torch.from_numpy(np.atleast_3d(arr).astype(np.float32) / scale)
     x = x.permute(2, 0, 1)[None, None].clamp(0, 1)  # [1, 1, C, H, W]
     if c.kind == "gaussian":
-        y = add_gaussian_noise(x, c.strength, generator)
+        y = add_gaussian_noise(x, c.strength, generator, noise_grid)
     elif c.kind == "occlusion":
         y = occlude(x, min(c.strength, 1.0), generator=generator)
     elif c.kind == "low_light":

@@ -89,18 +89,26 @@ def blocks_per_modality(rec: RunRecord) -> np.ndarray:
 
 
 def injected_shares(rec: RunRecord, per: np.ndarray) -> dict:
-    """Share of the active blocks per modality inside and outside the injection windows
-    (shares, not counts: the budget may change during a window)."""
+    """Share of the active blocks per modality inside and outside the injection windows, per
+    budget (a budget that changes during a window would otherwise move the shares too)."""
     stamps = np.array([a["stamp_ns"] for a in rec.allocations])
+    budgets = np.array([a["budget"] for a in rec.allocations])
     inside = np.zeros(len(stamps), bool)
     for w in rec.windows:
         inside |= (stamps >= w["start_ns"]) & (stamps < w["end_ns"])
     share = per / per.sum(1, keepdims=True)
-    out = {}
-    for key, sel in (("share_inside", inside), ("share_outside", ~inside)):
-        out[key] = ({m: round(float(v), 3) for m, v in
-                     zip(rec.modalities, share[sel].mean(0), strict=True)} if sel.any() else {})
-    return {"windows": [w["label"] for w in rec.windows], **out}
+
+    def mean_share(sel: np.ndarray) -> dict:
+        return {m: round(float(v), 3) for m, v in zip(rec.modalities, share[sel].mean(0),
+                                                      strict=True)}
+
+    by_budget = {}
+    for b in sorted(set(budgets[inside].tolist())):
+        at, out = inside & (budgets == b), ~inside & (budgets == b)
+        by_budget[str(b)] = {"samples_inside": int(at.sum()), "share_inside": mean_share(at),
+                             "samples_outside": int(out.sum()),
+                             "share_outside": mean_share(out) if out.any() else {}}
+    return {"windows": [w["label"] for w in rec.windows], "by_budget": by_budget}
 
 
 def summarise(rec: RunRecord) -> dict:

@@ -31,6 +31,8 @@ def test_upper_bound_all_blocks() -> None:
 def test_naive_split() -> None:
     mask = make_policy("naive", CFG)(LOW, 8)[0]
     assert mask.sum(1).tolist() == [3, 3, 2]
+    # the paper's every-other allocation: even blocks first, then the odd ones
+    assert mask[2].tolist() == [True, False, True, False]
     assert mask[0].tolist() == [True, True, True, False]
 
 
@@ -38,6 +40,7 @@ def test_single_allocation_and_limit() -> None:
     pol = make_policy("single:depth", CFG)
     mask = pol(LOW, 5)[0]
     assert mask.sum(1).tolist() == [1, 3, 1]
+    assert mask[1].tolist() == [True, True, True, False]  # 0, 2, then 1
     with pytest.raises(ValueError, match="L <= 6"):
         pol(LOW, 7)
 

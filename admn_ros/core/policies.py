@@ -1,9 +1,9 @@
 """Allocation policies behind one interface: `policy(lowres, budget) -> mask [B, M, D] bool`.
 
 Names: `learned` (a Controller, deterministic top-L), `upper_bound` (all blocks), `naive`
-(L split evenly, earliest blocks first, remainder to the first modalities), `random` (uniform
+(L split evenly, every other block first, remainder to the first modalities), `random` (uniform
 over masks with exactly L and block 0 on; seeded), `single:<modality>` (block 0 everywhere,
-the rest of L to one modality).
+the rest of L to one modality, every other block first).
 """
 
 from __future__ import annotations
@@ -65,15 +65,23 @@ class UpperBoundPolicy(Policy):
         return ~self._empty(len(budget))
 
 
+def every_other(depth: int) -> list[int]:
+    """Static block order 0, 2, 4, ..., then 1, 3, ...: how LayerDrop-trained networks are
+    best pruned (the paper's naive allocation; docs/ARCHITECTURE.md has the measurement)."""
+    return [*range(0, depth, 2), *range(1, depth, 2)]
+
+
 class NaivePolicy(Policy):
+    """The paper's naive allocation (5.1.2): L/M blocks per backbone, every other block."""
+
     name = "naive"
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
-        m = self.cfg.num_modalities
+        m, order = self.cfg.num_modalities, every_other(self.cfg.depth)
         mask = self._empty(len(budget))
         for i, total in enumerate(budget.tolist()):
             for j in range(m):
-                mask[i, j, : total // m + (j < total % m)] = True
+                mask[i, j, order[: total // m + (j < total % m)]] = True
         return mask
 
 
@@ -105,8 +113,9 @@ class SinglePolicy(Policy):
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
         mask = self._empty(len(budget))
         mask[:, :, 0] = True
+        order = every_other(self.cfg.depth)
         for i, total in enumerate(budget.tolist()):
-            mask[i, self.index, : 1 + total - self.cfg.num_modalities] = True
+            mask[i, self.index, order[: 1 + total - self.cfg.num_modalities]] = True
         return mask
 
 

@@ -51,6 +51,14 @@ def test_config_mismatch_names_fields(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "m.pt", into=ADMN(other))
 
 
+def test_main_network_ignores_the_controller_section(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "m.pt", ADMN(tiny_cfg()))
+    load_checkpoint(tmp_path / "m.pt", into=ADMN(tiny_cfg(noise_prior=2.0)))  # loads
+    save_checkpoint(tmp_path / "c.pt", Controller(tiny_cfg()))
+    with pytest.raises(ValueError, match=r"controller\.noise_prior"):  # a controller does not
+        load_checkpoint(tmp_path / "c.pt", into=Controller(tiny_cfg(noise_prior=2.0)))
+
+
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     torch.save({"weights": 1}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="admn_ros/1"):

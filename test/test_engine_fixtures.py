@@ -11,7 +11,9 @@ from admn_ros.core.model import ADMN
 TINY = {
     "backbone": {"img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2},
     "fusion": {"dim": 32, "depth": 1, "num_heads": 2},
-    "controller": {"img_size": 8, "stem_channels": [4], "dim": 16, "depth": 1, "num_heads": 2},
+    # with the noise prior on, so the engine's controller part is checked against it too
+    "controller": {"img_size": 8, "stem_channels": [4], "dim": 16, "depth": 1, "num_heads": 2,
+                   "noise_prior": 1.5},
 }
 
 

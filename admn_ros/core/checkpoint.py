@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from admn_ros.core.config import ModelConfig, config_diff, load_model_config, to_dict
+from admn_ros.core.config import (
+    ModelConfig,
+    config_diff,
+    load_model_config,
+    main_network_diff,
+    to_dict,
+)
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 from admn_ros.core.vit import VisionTransformer
@@ -28,14 +34,19 @@ SHARD_FORMAT = "admn_ros/1-shard"  # part of a checkpoint's state dict, in a fil
 
 @dataclass(frozen=True)
 class ConfigEntry:
-    """One config a module kind stores: file key `<name>_config`, module attribute, loader."""
+    """One config a module kind stores: file key `<name>_config`, module attribute, loader,
+    and the diff that decides whether a file's config fits the module."""
 
     name: str
     attr: str
     load: Callable[[Any], Any]
+    diff: Callable[[Any, Any], list[str]] = config_diff
 
 
 MODEL_CONFIG = ConfigEntry("model", "cfg", load_model_config)
+# the main network ignores the controller section: a backbone trained before a controller
+# option changed still loads
+MAIN_NETWORK_CONFIG = ConfigEntry("model", "cfg", load_model_config, main_network_diff)
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class CheckpointKind:
 
 
 # the core's kinds; other layers (baselines) pass their own registry as `kinds=`
-KINDS: dict[str, CheckpointKind] = {"admn": CheckpointKind(ADMN),
+KINDS: dict[str, CheckpointKind] = {"admn": CheckpointKind(ADMN, (MAIN_NETWORK_CONFIG,)),
                                     "controller": CheckpointKind(Controller)}
 # wrappers that training scripts put in front of encoder keys
 KEY_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
@@ -163,11 +174,11 @@ def _check_configs(path: str | Path, module: nn.Module, entries: tuple[ConfigEnt
     with the entry name when a kind stores more than one config)."""
     if len(entries) == 1:
         (e,) = entries
-        diff = config_diff(getattr(module, e.attr), configs[e.name])
+        diff = e.diff(getattr(module, e.attr), configs[e.name])
         what = f"{e.name} config"
     else:
         diff = [f"{e.name}.{k}" for e in entries
-                for k in config_diff(getattr(module, e.attr), configs[e.name])]
+                for k in e.diff(getattr(module, e.attr), configs[e.name])]
         what = "config"
     if diff:
         raise ValueError(f"{path}: {what} differs from the module's in {diff}")

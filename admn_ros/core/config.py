@@ -144,6 +144,12 @@ def config_diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [path or "<root>"]
 
 
+def main_network_diff(a: Any, b: Any) -> list[str]:
+    """`config_diff` of two model configs without the `controller` section, which the main
+    network (backbones, fusion, head) never reads."""
+    return [k for k in config_diff(a, b) if k.split(".")[0] != "controller"]
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)

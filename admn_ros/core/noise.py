@@ -80,7 +80,8 @@ def add_gaussian_noise(x: Tensor, sigma: Tensor | float,
 
     `grid` > 0: one draw per cell of a grid x grid lattice, upsampled (nearest) to x's size,
     so a frame larger than the model's input keeps sigma after it is area-resized to `grid`
-    (per-pixel noise would average out: sigma / 4 from 256 to 64 px)."""
+    (per-pixel noise would average out: sigma / 4 from 256 to 64 px). Exact when the frame is a
+    multiple of the grid; otherwise cells straddle model pixels (160 x 120 -> 64: ~0.75 sigma)."""
     _check_views(x)
     sig = _per_view(sigma, x, "sigma")
     if grid > 0:

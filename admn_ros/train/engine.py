@@ -60,8 +60,10 @@ def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
               time_fraction: Callable[[], float] | None = None, hold_steps: int = 0):
     """Multiplier of the base learning rate at a step: the first `hold_steps` at the base rate
-    (a controller's head-only warm-up epochs, outside the schedule), then a linear warm-up, then
-    the schedule over max(step progress, `time_fraction()`) when a wall-clock budget is set."""
+    (a controller's head-only warm-up epochs, outside the step schedule), then a linear warm-up,
+    then the schedule over max(step progress, `time_fraction()`) when a wall-clock budget is
+    set. The budget covers the whole job, hold included, so a hold that takes a fifth of it
+    starts the schedule a fifth of the way in (keep holds short against the budget)."""
 
     def f(step: int) -> float:
         if step < hold_steps:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from admn_ros.core.checkpoint import SHARD_FORMAT, load_checkpoint, read_checkpoint
-from admn_ros.core.config import ModelConfig, config_diff, load_model_config
+from admn_ros.core.config import ModelConfig, load_model_config, main_network_diff
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 from admn_ros.train.config import REPO_ROOT, TrainConfig, load_train_config
@@ -193,7 +193,7 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
     state = data["state_dict"]
     if model_config is not None:
         expected = load_model_config(model_config)
-        diff = config_diff(cfg, expected)
+        diff = main_network_diff(cfg, expected)
         if diff:
             raise ValueError(f"{main}: model config differs from {model_config} in {diff}; "
                              f"retrain with `make train` or pass the matching model config")
@@ -219,7 +219,7 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
 
 def check_compatible(ctrl_cfg: ModelConfig, model_cfg: ModelConfig, path: Path) -> None:
     """A controller must come from the same main-network config (its own section may differ)."""
-    diff = [k for k in config_diff(ctrl_cfg, model_cfg) if not k.startswith("controller")]
+    diff = main_network_diff(ctrl_cfg, model_cfg)
     if diff:
         raise ValueError(f"{path}: controller was trained for another model config "
                          f"(differs in {diff})")

@@ -88,6 +88,11 @@ def blocks_per_modality(rec: RunRecord) -> np.ndarray:
     return act.reshape(len(act), len(rec.modalities), -1).sum(-1)
 
 
+def by_modality(rec: RunRecord, values: np.ndarray) -> dict[str, float]:
+    """One value per modality [M] -> {modality: value}, rounded for the summary."""
+    return {m: round(float(v), 3) for m, v in zip(rec.modalities, values, strict=True)}
+
+
 def injected_shares(rec: RunRecord, per: np.ndarray) -> dict:
     """Share of the active blocks per modality inside and outside the injection windows, per
     budget (a budget that changes during a window would otherwise move the shares too)."""
@@ -98,16 +103,13 @@ def injected_shares(rec: RunRecord, per: np.ndarray) -> dict:
         inside |= (stamps >= w["start_ns"]) & (stamps < w["end_ns"])
     share = per / per.sum(1, keepdims=True)
 
-    def mean_share(sel: np.ndarray) -> dict:
-        return {m: round(float(v), 3) for m, v in zip(rec.modalities, share[sel].mean(0),
-                                                      strict=True)}
-
     by_budget = {}
     for b in sorted(set(budgets[inside].tolist())):
         at, out = inside & (budgets == b), ~inside & (budgets == b)
-        by_budget[str(b)] = {"samples_inside": int(at.sum()), "share_inside": mean_share(at),
-                             "samples_outside": int(out.sum()),
-                             "share_outside": mean_share(out) if out.any() else {}}
+        by_budget[str(b)] = {
+            "samples_inside": int(at.sum()), "share_inside": by_modality(rec, share[at].mean(0)),
+            "samples_outside": int(out.sum()),
+            "share_outside": by_modality(rec, share[out].mean(0)) if out.any() else {}}
     return {"windows": [w["label"] for w in rec.windows], "by_budget": by_budget}
 
 
@@ -119,7 +121,7 @@ def summarise(rec: RunRecord) -> dict:
     per_mod, injected = {}, {}
     if rec.allocations and rec.modalities:
         per = blocks_per_modality(rec)
-        per_mod = {m: round(float(v), 3) for m, v in zip(rec.modalities, per.mean(0), strict=True)}
+        per_mod = by_modality(rec, per.mean(0))
         if rec.windows:
             injected = injected_shares(rec, per)
     return {

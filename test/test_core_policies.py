@@ -7,7 +7,7 @@ import torch
 from test_core_helpers import rand_inputs, tiny_cfg
 
 from admn_ros.core.controller import Controller
-from admn_ros.core.policies import make_policy
+from admn_ros.core.policies import count_splits, make_policy, split_mask
 
 CFG = tiny_cfg()
 LOW = rand_inputs(CFG, batch=2, size=8)
@@ -34,6 +34,24 @@ def test_naive_split() -> None:
     # the paper's every-other allocation: even blocks first, then the odd ones
     assert mask[2].tolist() == [True, False, True, False]
     assert mask[0].tolist() == [True, True, True, False]
+
+
+def test_count_splits_cover_every_split_once() -> None:
+    # 3 modalities x depth 4, budget 8: counts in 1..4 summing to 8
+    splits = count_splits(3, 4, 8)
+    assert len(splits) == len(set(splits)) == 12
+    assert all(sum(s) == 8 and min(s) >= 1 and max(s) <= 4 for s in splits)
+    assert (3, 3, 2) in splits and (4, 3, 1) in splits and (4, 4, 0) not in splits
+    assert count_splits(3, 4, 3) == [(1, 1, 1)] and count_splits(3, 4, 12) == [(4, 4, 4)]
+    assert count_splits(3, 4, 13) == [] and count_splits(3, 4, 2) == []
+
+
+def test_split_mask_every_other_order() -> None:
+    mask = split_mask((1, 2, 3), 4)
+    assert mask.tolist() == [[True, False, False, False], [True, False, True, False],
+                             [True, True, True, False]]
+    naive = make_policy("naive", CFG)(LOW, 8)[0]
+    assert torch.equal(naive, split_mask((3, 3, 2), 4))
 
 
 def test_single_allocation_and_limit() -> None:

@@ -23,17 +23,20 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     rec = make_tiny_recording(tmp, frames=60, seed=1)
     small = {"epochs": 2, "max_steps_per_epoch": 2}
     recipe = tiny_recipe(tmp, rec, backbone=small, controller=small, controller_ae=small,
-                         eval={"budgets": [3, 4, 6], "batch_size": 16, "max_samples": 9})
+                         eval={"budgets": [3, 4, 6], "batch_size": 16, "max_samples": 9,
+                               "exhaustive_max_masks": 6})
     cfg = load_train_config(recipe)
     for stage in ("backbone", "controller", "controller-ae"):
         run_stage(cfg, stage)
     return tmp, recipe
 
 
-def eval_cli(tmp: Path, recipe: dict) -> tuple[Path, dict]:
-    """`admn eval` on `recipe` (written to tmp) -> (report dir, its JSON)."""
+@pytest.fixture(scope="module")
+def report(run) -> tuple[Path, dict]:
+    """`admn eval` on the tiny run's recipe -> (report dir, its JSON)."""
     from admn_ros.cli import main
 
+    tmp, recipe = run
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp / "report"
@@ -41,8 +44,8 @@ def eval_cli(tmp: Path, recipe: dict) -> tuple[Path, dict]:
     return out, json.loads((out / f"{recipe['recipe']}.json").read_text())
 
 
-def test_eval_writes_every_table_and_plot(run):
-    out, res = eval_cli(*run)
+def test_eval_writes_every_table_and_plot(report):
+    out, res = report
     assert res["recipe"] == "tiny" and res["total_blocks"] == 9 and res["budgets"] == [3, 4, 6]
     assert set(res["tables"]) == {"binary", "discrete", "continuous"}
     for table in res["tables"].values():
@@ -60,6 +63,46 @@ def test_eval_writes_every_table_and_plot(run):
         assert f"## {kind} noise" in md
     assert (out / "tiny_error_vs_budget.png").stat().st_size > 1000
     assert (out / "tiny_allocation.png").stat().st_size > 1000
+    assert "## What allocation can gain" in md
+
+
+def test_eval_allocation_bounds(report):
+    _, res = report
+    for kind, families in res["bounds"].items():
+        naive = {b: cell["error_cm"] for b, cell in res["tables"][kind]["naive"].items()}
+        splits = families["splits"]
+        assert [splits[b]["masks"] for b in ("3", "4", "6")] == [1, 3, 7]
+        for b, cell in splits.items():
+            best = cell["best_static"]
+            assert sum(map(len, best["blocks"])) == int(b)
+            # naive's even split is one of the splits; the oracle picks per sample
+            assert cell["oracle_cm"] <= best["error_cm"] <= naive[b] + 0.01
+        # one mask at L=3: every figure is naive's
+        assert abs(splits["3"]["oracle_cm"] - naive["3"]) < 0.01
+        if kind != "binary":
+            assert set(families) == {"splits"}
+            continue
+        # every mask where there are <= 6 of them (L=6 has 20): splits are a subset
+        exhaustive = families["exhaustive"]
+        assert {b: c["masks"] for b, c in exhaustive.items()} == {"3": 1, "4": 6}
+        for b, cell in exhaustive.items():
+            assert cell["oracle_cm"] <= splits[b]["oracle_cm"] + 0.01
+            assert cell["best_static"]["error_cm"] <= splits[b]["best_static"]["error_cm"] + 0.01
+
+
+def test_allocation_candidates() -> None:
+    from admn_ros.train.allocation_bounds import (
+        exhaustive_candidates,
+        num_masks,
+        split_candidates,
+    )
+
+    masks = exhaustive_candidates(3, 4, 5)
+    assert len(masks) == num_masks(3, 4, 5) == 36
+    assert len({m.numpy().tobytes() for m in masks}) == 36
+    assert all(int(m.sum()) == 5 and bool(m[:, 0].all()) for m in masks)
+    keys = {m.numpy().tobytes() for m in masks}
+    assert all(m.numpy().tobytes() in keys for m in split_candidates(3, 4, 5))
 
 
 def test_eval_rows_share_the_fixed_corruption(run):
@@ -79,6 +122,20 @@ def test_eval_budget_outside_controller_range(run):
     cfg = load_train_config(dict(recipe, eval=dict(recipe["eval"], budgets=[3, 8])))
     with pytest.raises(ValueError, match=r"range 3\.\.6"):
         evaluate(cfg, progress=False)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"budgets": [99]}, r"eval\.budgets"),
+    ({"exhaustive_max_masks": -1}, r"eval\.exhaustive_max_masks"),
+    ({"exhaustive_noise": ["foggy"]}, r"exhaustive_noise"),
+])
+def test_bad_eval_section(run, change, match):
+    from admn_ros.train.config import validate
+
+    _, recipe = run
+    with pytest.raises(ValueError, match=match):
+        cfg = load_train_config(dict(recipe, eval=dict(recipe["eval"], **change)))
+        validate(cfg, cfg.model_config())
 
 
 def test_export_and_load_default_weights(run):
@@ -143,10 +200,16 @@ def test_goal_lines_report_each_ratio() -> None:
              "admn": {"6": cell(25.0), "8": cell(22.0)},
              "admn_universal": {"6": cell(27.5), "8": cell(22.0)},
              "naive": {"6": cell(40.0)}, "random": {"6": cell(50.0)}}
-    text = "\n".join(goal_lines({"tables": {"binary": table}, "budgets": [6, 8]}))
+    bounds = {"binary": {"splits": {"6": {"masks": 10, "oracle_cm": 16.0, "best_static": {
+        "blocks": [[0], [0], [0, 2, 4, 6]], "error_cm": 20.0}}}}}
+    text = "\n".join(goal_lines({"tables": {"binary": table}, "budgets": [6, 8],
+                                 "bounds": bounds}))
     assert "25.0 / 20.0 cm = 1.25x (goal <= 1.25x)" in text
     assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x" in text
     assert "random at L=6 vs ADMN: 50.0 / 25.0 cm = 2.00x" in text
-    assert "naive at L=6 vs upper bound: 40.0 / 20.0 cm = 2.00x" in text
+    assert "naive at L=6 vs the per-sample oracle over splits (10 masks): 40.0 / 16.0 cm = " \
+        "2.50x" in text
+    assert "ADMN at L=6 vs the best static mask of splits (1/1/4): 25.0 / 20.0 cm = 1.25x" \
+        in text
     assert "L=6: +10.0 %, L=8: +0.0 %" in text
     assert goal_lines({"tables": {}, "budgets": [6]}) == []

@@ -9,6 +9,7 @@ the rest of L to one modality, every other block first).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -71,18 +72,32 @@ def every_other(depth: int) -> list[int]:
     return [*range(0, depth, 2), *range(1, depth, 2)]
 
 
+def split_mask(counts: Sequence[int], depth: int) -> Tensor:
+    """bool [M, D]: `counts[m]` blocks of modality m, taken in `every_other` order."""
+    order = every_other(depth)
+    mask = torch.zeros(len(counts), depth, dtype=torch.bool)
+    for j, k in enumerate(counts):
+        mask[j, order[:k]] = True
+    return mask
+
+
+def count_splits(num_modalities: int, depth: int, budget: int) -> list[tuple[int, ...]]:
+    """Every split of `budget` blocks into per-modality counts, each in 1..depth."""
+    if num_modalities == 1:
+        return [(budget,)] if 1 <= budget <= depth else []
+    return [(k, *rest) for k in range(1, min(depth, budget) + 1)
+            for rest in count_splits(num_modalities - 1, depth, budget - k)]
+
+
 class NaivePolicy(Policy):
     """The paper's naive allocation (5.1.2): L/M blocks per backbone, every other block."""
 
     name = "naive"
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
-        m, order = self.cfg.num_modalities, every_other(self.cfg.depth)
-        mask = self._empty(len(budget))
-        for i, total in enumerate(budget.tolist()):
-            for j in range(m):
-                mask[i, j, order[: total // m + (j < total % m)]] = True
-        return mask
+        m, d = self.cfg.num_modalities, self.cfg.depth
+        return torch.stack([split_mask([total // m + (j < total % m) for j in range(m)], d)
+                            for total in budget.tolist()])
 
 
 class RandomPolicy(Policy):
@@ -111,12 +126,10 @@ class SinglePolicy(Policy):
         self.budget_range = (m, m + d - 1)  # block 0 of the others + all blocks of this one
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
-        mask = self._empty(len(budget))
-        mask[:, :, 0] = True
-        order = every_other(self.cfg.depth)
-        for i, total in enumerate(budget.tolist()):
-            mask[i, self.index, order[: 1 + total - self.cfg.num_modalities]] = True
-        return mask
+        m, d = self.cfg.num_modalities, self.cfg.depth
+        counts = [[1 + (total - m) * (j == self.index) for j in range(m)]
+                  for total in budget.tolist()]
+        return torch.stack([split_mask(c, d) for c in counts])
 
 
 POLICY_NAMES = ("learned", "upper_bound", "naive", "random", "single:<modality>")

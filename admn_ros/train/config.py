@@ -119,6 +119,10 @@ class EvalSection:
     max_samples: int | None = None
     noise_seed: int = 1234
     random_seed: int = 0
+    # allocation bounds: per-modality block-count splits at every budget; also every mask
+    # (block 0 on) where a budget has at most `exhaustive_max_masks` (0: never), under these
+    exhaustive_max_masks: int = 0
+    exhaustive_noise: list[NoiseKind] = field(default_factory=lambda: ["binary"])
     # competing methods: knob sweeps (empty sweep and budgets: not evaluated)
     dynmm: BaselineEval = field(default_factory=lambda: BaselineEval(
         sweep=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))
@@ -182,6 +186,9 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
     for b in cfg.eval.budgets:
         if not lo <= b <= hi:
             raise ValueError(f"eval.budgets: expected {lo} <= L <= {hi}, got {b}")
+    if cfg.eval.exhaustive_max_masks < 0:
+        raise ValueError(f"eval.exhaustive_max_masks: expected >= 0, got "
+                         f"{cfg.eval.exhaustive_max_masks}")
     missing = [m for m in model_cfg.modalities if m not in cfg.noise.levels]
     if missing:
         raise ValueError(f"noise.levels: expected a level list for {model_cfg.modalities}, "

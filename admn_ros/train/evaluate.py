@@ -6,10 +6,9 @@ Rows: `upper_bound`, `admn` (per-budget controllers), `admn_universal`, `admn_ae
 of all blocks). Test-time corruptions use a fixed seed per noise setting, so every row sees the
 same corrupted inputs.
 
-The main network is called in one place, a `Runner` (`runner(inputs, mask) ->
-GaussianPrediction`); the default `CachingRunner` memoises each modality's backbone features
-per distinct block row within a batch (policies often share rows), and the inference engine can
-pass its own runner instead.
+The main network is called in one place, a `Runner` (`runner.py`). Beside Table 1, every
+per-modality block-count split is scored at each budget (`allocation_bounds.py`): the best
+static split and the per-sample oracle bound what any allocation could gain over naive.
 
 Competing methods (DynMM, MMExit, M2SN; `evaluate_baselines.py`) add a `baselines` key (knob
 sweeps: error, GFLOPs, latency per point), a markdown section against ADMN at matched compute
@@ -19,7 +18,6 @@ and an error-vs-GFLOPs plot; the Table-1 rows above are untouched by them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +27,15 @@ from torch import Tensor
 from admn_ros.core.config import ModelConfig
 from admn_ros.core.controller import Controller
 from admn_ros.core.cost import CostModel
-from admn_ros.core.model import ADMN, GaussianPrediction, downsample
+from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import add_gaussian_noise, corrupt
 from admn_ros.core.policies import make_policy
+from admn_ros.train.allocation_bounds import (
+    AllocationScores,
+    exhaustive_candidates,
+    num_masks,
+    split_candidates,
+)
 from admn_ros.train.config import TrainConfig, default_budgets, validate
 from admn_ros.train.data import load_split
 from admn_ros.train.evaluate_baselines import (
@@ -40,51 +44,9 @@ from admn_ros.train.evaluate_baselines import (
     plot_error_vs_gflops,
 )
 from admn_ros.train.figures import save_figure
+from admn_ros.train.runner import CachingRunner, Runner
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
-Runner = Callable[[dict[str, Tensor], Tensor], GaussianPrediction]
-
-
-# --------------------------------------------------------------------------------------------
-# the model call
-# --------------------------------------------------------------------------------------------
-class CachingRunner:
-    """`runner(inputs, mask [B, M, D] bool)`: real skipping, one backbone call per distinct
-    (modality, row) per batch; features reused across policies until `new_batch()`."""
-
-    def __init__(self, model: ADMN) -> None:
-        self.model = model
-        self.cache: dict[tuple[str, bytes], tuple[Tensor, Tensor]] = {}
-
-    def new_batch(self) -> None:
-        self.cache.clear()
-
-    @torch.no_grad()
-    def __call__(self, inputs: dict[str, Tensor], mask: Tensor) -> GaussianPrediction:
-        feats = {}
-        for i, m in enumerate(self.model.cfg.modalities):
-            x = inputs[m]
-            b, s = x.shape[:2]
-            out = None
-            rows, inverse = torch.unique(mask[:, i], dim=0, return_inverse=True)
-            for g, row in enumerate(rows):
-                key = (m, row.numpy().tobytes())
-                idx = (inverse == g).nonzero().flatten()
-                have, store = self.cache.get(key, (torch.zeros(b, dtype=torch.bool), None))
-                need = idx[~have[idx]]
-                if len(need):
-                    f = self.model.encode(m, x[need].flatten(0, 1), row).unflatten(0, (-1, s))
-                    if store is None:
-                        store = f.new_zeros(b, s, f.shape[-1])
-                    store[need] = f
-                    have = have.clone()
-                    have[need] = True
-                    self.cache[key] = (have, store)
-                if out is None:
-                    out = store.new_empty(b, s, store.shape[-1])
-                out[idx] = store[idx]
-            feats[m] = out
-        return self.model.fuse(feats)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,9 +151,15 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
     names = policy_names(model_cfg)
 
     tables: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    bounds: dict[str, dict[str, dict]] = {}
     for k, kind in enumerate(NOISE_SETTINGS):
         gen = torch.Generator().manual_seed(cfg.eval.noise_seed + 1009 * k)
         rand_policy = make_policy("random", model_cfg, seed=cfg.eval.random_seed)
+        families = {"splits": {b: split_candidates(m, d, b) for b in budgets}}
+        if kind in cfg.eval.exhaustive_noise:
+            families["exhaustive"] = {b: exhaustive_candidates(m, d, b) for b in budgets
+                                      if num_masks(m, d, b) <= cfg.eval.exhaustive_max_masks}
+        scores = {name: AllocationScores(c) for name, c in families.items()}
         sums: dict[tuple[str, int], list[float]] = {}  # (policy, L) -> [err sum, flops sum, n]
         bs = cfg.eval.batch_size
         batches = range(0, len(order), bs)
@@ -228,6 +196,9 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
                     acc[0] += float(err.sum())
                     acc[1] += float(flops.sum())
                     acc[2] += b
+            for sc in scores.values():
+                sc.add(runner, x, target)
+        bounds[kind] = {name: sc.result() for name, sc in scores.items()}
         table: dict[str, dict[str, dict[str, float]]] = {}
         for name in names:
             row = {}
@@ -246,7 +217,7 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
     baselines = evaluate_baselines(cfg, model_cfg, split, order, run_dir, NOISE_SETTINGS,
                                    progress)
     return {"recipe": cfg.recipe, "total_blocks": model_cfg.total_blocks, "budgets": budgets,
-            "tables": tables, "samples": len(order), "split": cfg.eval.split,
+            "tables": tables, "bounds": bounds, "samples": len(order), "split": cfg.eval.split,
             "noise_seed": cfg.eval.noise_seed, "noise_levels": dict(cfg.noise.levels),
             "weights": models.source, "allocation": allocation,
             "controller_gflops": round(cost.controller_flops() / 1e9, 4),
@@ -301,6 +272,7 @@ def to_markdown(res: dict) -> str:
                      if str(b) in row else "—" for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += bound_lines(res)
     lines += goal_lines(res)
     alloc = res.get("allocation") or {}
     if alloc:
@@ -313,6 +285,46 @@ def to_markdown(res: dict) -> str:
         lines.append("")
     lines += baseline_lines(res)
     return "\n".join(lines)
+
+
+def bound_lines(res: dict) -> list[str]:
+    """Naive and ADMN against the best static allocation and the per-sample oracle."""
+    bounds = res.get("bounds") or {}
+    rows = []
+    for kind, families in bounds.items():
+        table = res["tables"].get(kind, {})
+        for family, per_budget in families.items():
+            for b, cell in per_budget.items():
+                naive = table.get("naive", {}).get(b, {}).get("error_cm")
+                admn = (table.get("admn", {}).get(b) or table.get("admn_universal", {}).get(b)
+                        or {}).get("error_cm")
+                best = cell["best_static"]
+                rows.append(f"| {kind} | {b} | {family} ({cell['masks']}) | {_cm(naive)} | "
+                            f"{_cm(admn)} | {best['error_cm']:.1f} cm "
+                            f"({_blocks(best['blocks'], family)}) | {cell['oracle_cm']:.1f} cm |")
+    if not rows:
+        return []
+    return ["## What allocation can gain", "",
+            "Candidate allocations run on the same inputs: *splits*, every split of L into "
+            "per-modality block counts (every other block first); *exhaustive*, every mask "
+            "with block 0 on (where there are few). *Best static*: the one candidate with the "
+            "lowest mean error on these samples (tuned on them, so optimistic). *Oracle*: per "
+            "sample, the candidate with the lowest error against the ground truth; no "
+            "controller can reach it, so it bounds what choosing an allocation per input can "
+            "gain.", "",
+            "| noise | L | candidates | naive | ADMN | best static | oracle |", "|---" * 7 + "|",
+            *rows, ""]
+
+
+def _cm(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} cm"
+
+
+def _blocks(blocks: list[list[int]], family: str) -> str:
+    """Per-modality block counts for splits (`1/1/4`), block sets otherwise."""
+    if family == "splits":
+        return "/".join(str(len(b)) for b in blocks)
+    return "/".join("{" + ",".join(map(str, b)) + "}" for b in blocks)
 
 
 def goal_lines(res: dict) -> list[str]:
@@ -336,9 +348,17 @@ def goal_lines(res: dict) -> list[str]:
             out.append(f"- {base} at L={low} vs ADMN: {e:.1f} / {admn:.1f} cm = {e / admn:.2f}x "
                        f"(goal >= 2x)")
     naive = err("naive", low)
-    if naive is not None:  # context: ADMN at L can at best reach the upper bound
-        out.append(f"- naive at L={low} vs upper bound: {naive:.1f} / {ub:.1f} cm = "
-                   f"{naive / ub:.2f}x (the most any allocation can gain over naive here)")
+    for family, per_budget in res.get("bounds", {}).get("binary", {}).items():
+        cell = per_budget.get(low)
+        if naive is None or not cell:
+            continue
+        oracle, best = cell["oracle_cm"], cell["best_static"]
+        out.append(f"- naive at L={low} vs the per-sample oracle over {family} "
+                   f"({cell['masks']} masks): {naive:.1f} / {oracle:.1f} cm = "
+                   f"{naive / oracle:.2f}x (the most choosing among them per input could gain)")
+        out.append(f"- ADMN at L={low} vs the best static mask of {family} "
+                   f"({_blocks(best['blocks'], family)}): {admn:.1f} / {best['error_cm']:.1f} cm "
+                   f"= {admn / best['error_cm']:.2f}x")
     gaps = []
     for b in map(str, budgets):
         u, a = err("admn_universal", b), err("admn", b)
@@ -366,6 +386,11 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
             ys = [row[str(b)]["error_cm"] for b in xs]
             style = "--" if name == "upper_bound" else "-o"
             ax.plot(xs, ys, style, label=name, markersize=4)
+        splits = res.get("bounds", {}).get(kind, {}).get("splits", {})
+        xs = [b for b in budgets if str(b) in splits]
+        ax.plot(xs, [splits[str(b)]["best_static"]["error_cm"] for b in xs], ":",
+                label="best static split")
+        ax.plot(xs, [splits[str(b)]["oracle_cm"] for b in xs], ":", label="split oracle")
         ax.set_title(f"{kind} noise")
         ax.set_xlabel(f"budget L (blocks of {res['total_blocks']})")
         ax.set_ylabel("mean error (cm)")

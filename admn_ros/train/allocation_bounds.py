@@ -1,0 +1,91 @@
+"""How much allocation can gain at a budget: candidate masks scored on the same inputs.
+
+Two candidate families at budget L:
+
+- `splits`: every per-modality block count `(k_1, ..., k_M)` (1 <= k_m <= D, sum L), blocks in
+  `every_other` order; the paper's naive allocation is one of them;
+- `exhaustive`: every mask with block 0 of each modality on and L blocks in all (only where
+  there are few enough: C(M (D - 1), L - M) masks).
+
+Per family two reference points follow:
+
+- `best_static`: the one mask with the lowest mean error on the evaluated samples, i.e. the
+  best input-agnostic allocation, tuned on the test data itself (so optimistic for it);
+- `oracle`: per sample, the mask with the lowest error against the ground truth. No controller
+  can do this (it sees no labels); it bounds what choosing an allocation per input can gain.
+
+So `oracle <= best_static <= naive`, and the exhaustive figures are <= the splits' ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import Tensor
+
+from admn_ros.core.policies import count_splits, split_mask
+from admn_ros.train.runner import Runner
+
+
+def split_candidates(num_modalities: int, depth: int, budget: int) -> list[Tensor]:
+    """bool [M, D] masks, one per block-count split of `budget`."""
+    return [split_mask(s, depth) for s in count_splits(num_modalities, depth, budget)]
+
+
+def num_masks(num_modalities: int, depth: int, budget: int) -> int:
+    """How many masks have block 0 of every modality on and `budget` blocks in all."""
+    return math.comb(num_modalities * (depth - 1), budget - num_modalities)
+
+
+def exhaustive_candidates(num_modalities: int, depth: int, budget: int) -> list[Tensor]:
+    """Every bool [M, D] mask with block 0 of each modality on and `budget` blocks in all."""
+    free = [(m, j) for m in range(num_modalities) for j in range(1, depth)]
+    out = []
+    for chosen in itertools.combinations(free, budget - num_modalities):
+        mask = torch.zeros(num_modalities, depth, dtype=torch.bool)
+        mask[:, 0] = True
+        for m, j in chosen:
+            mask[m, j] = True
+        out.append(mask)
+    return out
+
+
+class AllocationScores:
+    """Per budget: the error sum of every candidate mask and the per-sample best error."""
+
+    def __init__(self, candidates: dict[int, list[Tensor]]) -> None:
+        self.candidates = {b: c for b, c in candidates.items() if c}
+        self.sums = {b: torch.zeros(len(c), dtype=torch.float64)
+                     for b, c in self.candidates.items()}
+        self.oracle_sum = dict.fromkeys(self.candidates, 0.0)
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, runner: Runner, inputs: dict[str, Tensor], target: Tensor) -> None:
+        """Score every candidate on one batch: inputs `{m: [B, S, C, H, W]}`, target [B, 2]."""
+        b = len(target)
+        for budget, masks in self.candidates.items():
+            errors = torch.stack([(runner(inputs, mask.expand(b, -1, -1)).mean - target)
+                                  .norm(dim=-1) for mask in masks])  # [num_masks, B]
+            self.sums[budget] += errors.sum(1).double()
+            self.oracle_sum[budget] += float(errors.min(0).values.sum())
+        self.count += b
+
+    def result(self) -> dict[str, dict]:
+        """`{"<budget>": {"masks", "oracle_cm", "best_static": {"blocks", "error_cm"}}}`;
+        `blocks`: the active block indices of each modality."""
+        if not self.count:
+            return {}
+        out = {}
+        for budget, masks in self.candidates.items():
+            best = int(self.sums[budget].argmin())
+            blocks = [row.nonzero().flatten().tolist() for row in masks[best]]
+            out[str(budget)] = {
+                "masks": len(masks),
+                "oracle_cm": round(self.oracle_sum[budget] / self.count, 2),
+                "best_static": {"blocks": blocks,
+                                "error_cm": round(float(self.sums[budget][best]) / self.count,
+                                                  2)}}
+        return out

@@ -31,17 +31,20 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     return tmp, recipe
 
 
-@pytest.fixture(scope="module")
-def report(run) -> tuple[Path, dict]:
-    """`admn eval` on the tiny run's recipe -> (report dir, its JSON)."""
+def eval_cli(tmp: Path, recipe: dict) -> tuple[Path, dict]:
+    """`admn eval` on `recipe` (written to tmp) -> (report dir, its JSON)."""
     from admn_ros.cli import main
 
-    tmp, recipe = run
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp / "report"
     assert main(["eval", "--config", str(path), "--out", str(out)]) == 0
     return out, json.loads((out / f"{recipe['recipe']}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def report(run) -> tuple[Path, dict]:
+    return eval_cli(*run)
 
 
 def test_eval_writes_every_table_and_plot(report):

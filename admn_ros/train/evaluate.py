@@ -6,9 +6,10 @@ Rows: `upper_bound`, `admn` (per-budget controllers), `admn_universal`, `admn_ae
 of all blocks). Test-time corruptions use a fixed seed per noise setting, so every row sees the
 same corrupted inputs.
 
-The main network is called in one place, a `Runner` (`runner.py`). Beside Table 1, every
-per-modality block-count split is scored at each budget (`allocation_bounds.py`): the best
-static split and the per-sample oracle bound what any allocation could gain over naive.
+The main network is called in one place, a `Runner` (`runner.py`). Beside Table 1, candidate
+allocations are scored at each budget (`allocation_bounds.py`): every per-modality block-count
+split, and every mask where there are few; the best static mask and the per-sample oracle bound
+what any allocation could gain over naive.
 
 Competing methods (DynMM, MMExit, M2SN; `evaluate_baselines.py`) add a `baselines` key (knob
 sweeps: error, GFLOPs, latency per point), a markdown section against ADMN at matched compute

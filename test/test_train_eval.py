@@ -93,6 +93,27 @@ def test_eval_allocation_bounds(report):
             assert cell["best_static"]["error_cm"] <= splits[b]["best_static"]["error_cm"] + 0.01
 
 
+def test_allocation_scores_best_static_and_oracle() -> None:
+    from types import SimpleNamespace
+
+    from admn_ros.train.allocation_bounds import AllocationScores, split_candidates
+
+    a, b = split_candidates(3, 4, 4)[:2]  # (1, 1, 2) and (1, 2, 1)
+    errors = {a.numpy().tobytes(): [1.0, 5.0], b.numpy().tobytes(): [3.0, 2.0]}
+
+    def runner(inputs, mask):  # error of each sample = its distance from the origin
+        e = torch.tensor(errors[mask[0].numpy().tobytes()])
+        return SimpleNamespace(mean=torch.stack([e, torch.zeros(2)], dim=1))
+
+    scores = AllocationScores({4: [a, b], 5: []})
+    assert scores.result() == {}
+    scores.add(runner, {}, torch.zeros(2, 2))
+    scores.add(runner, {}, torch.zeros(2, 2))
+    # means: a 3.0, b 2.5 -> b is the best static mask; oracle: per sample min (1, 2) -> 1.5
+    assert scores.result() == {"4": {"masks": 2, "oracle_cm": 1.5, "best_static": {
+        "blocks": [[0], [0, 2], [0]], "error_cm": 2.5}}}
+
+
 def test_allocation_candidates() -> None:
     from admn_ros.train.allocation_bounds import (
         exhaustive_candidates,

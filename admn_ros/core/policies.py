@@ -96,8 +96,10 @@ class NaivePolicy(Policy):
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
         m, d = self.cfg.num_modalities, self.cfg.depth
-        return torch.stack([split_mask([total // m + (j < total % m) for j in range(m)], d)
-                            for total in budget.tolist()])
+        mask = self._empty(len(budget))
+        for i, total in enumerate(budget.tolist()):
+            mask[i] = split_mask([total // m + (j < total % m) for j in range(m)], d)
+        return mask
 
 
 class RandomPolicy(Policy):
@@ -127,9 +129,10 @@ class SinglePolicy(Policy):
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
         m, d = self.cfg.num_modalities, self.cfg.depth
-        counts = [[1 + (total - m) * (j == self.index) for j in range(m)]
-                  for total in budget.tolist()]
-        return torch.stack([split_mask(c, d) for c in counts])
+        mask = self._empty(len(budget))
+        for i, total in enumerate(budget.tolist()):
+            mask[i] = split_mask([1 + (total - m) * (j == self.index) for j in range(m)], d)
+        return mask
 
 
 POLICY_NAMES = ("learned", "upper_bound", "naive", "random", "single:<modality>")

@@ -11,8 +11,10 @@ Per family two reference points follow:
 
 - `best_static`: the one mask with the lowest mean error on the evaluated samples, i.e. the
   best input-agnostic allocation, tuned on the test data itself (so optimistic for it);
-- `oracle`: per sample, the mask with the lowest error against the ground truth. No controller
-  can do this (it sees no labels); it bounds what choosing an allocation per input can gain.
+- `oracle`: per sample, the mask with the lowest error against the ground truth (no controller
+  sees labels): what choosing among the candidates per input could reach at best. Over the
+  exhaustive family no controller can beat it; over splits, one may, with masks that are not
+  splits.
 
 So `oracle <= best_static <= naive`, and the exhaustive figures are <= the splits' ones.
 """
@@ -25,6 +27,7 @@ import math
 import torch
 from torch import Tensor
 
+from admn_ros.core.controller import forced_slots
 from admn_ros.core.policies import count_splits, split_mask
 from admn_ros.train.runner import Runner
 
@@ -41,14 +44,13 @@ def num_masks(num_modalities: int, depth: int, budget: int) -> int:
 
 def exhaustive_candidates(num_modalities: int, depth: int, budget: int) -> list[Tensor]:
     """Every bool [M, D] mask with block 0 of each modality on and `budget` blocks in all."""
-    free = [(m, j) for m in range(num_modalities) for j in range(1, depth)]
+    forced = forced_slots(num_modalities, depth)  # [M*D]
+    free = (~forced).nonzero().flatten().tolist()
     out = []
     for chosen in itertools.combinations(free, budget - num_modalities):
-        mask = torch.zeros(num_modalities, depth, dtype=torch.bool)
-        mask[:, 0] = True
-        for m, j in chosen:
-            mask[m, j] = True
-        out.append(mask)
+        mask = forced.clone()
+        mask[list(chosen)] = True
+        out.append(mask.view(num_modalities, depth))
     return out
 
 

@@ -6,7 +6,7 @@ Rows: `upper_bound`, `admn` (per-budget controllers), `admn_universal`, `admn_ae
 of all blocks). Test-time corruptions use a fixed seed per noise setting, so every row sees the
 same corrupted inputs.
 
-The main network is called in one place, a `Runner` (`runner.py`). Beside Table 1, candidate
+The main network is called in one place, a `CachingRunner` (`runner.py`). Beside Table 1, candidate
 allocations are scored at each budget (`allocation_bounds.py`): every per-modality block-count
 split, and every mask where there are few; the best static mask and the per-sample oracle bound
 what any allocation could gain over naive.
@@ -45,7 +45,7 @@ from admn_ros.train.evaluate_baselines import (
     plot_error_vs_gflops,
 )
 from admn_ros.train.figures import save_figure
-from admn_ros.train.runner import CachingRunner, Runner
+from admn_ros.train.runner import CachingRunner
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
 
@@ -128,9 +128,10 @@ def policy_names(model_cfg: ModelConfig) -> list[str]:
 
 @torch.no_grad()
 def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
-             weights: str | None = None, runner: Runner | None = None,
+             weights: str | None = None,
              progress: bool = True) -> dict:
-    """Compute every table; returns the result dict (INTERFACES.md schema + extras)."""
+    """Compute every table; returns the result dict (the schema of the eval JSON in the
+    project's interface spec, plus extras)."""
     from tqdm import tqdm
 
     model_cfg = cfg.model_config()
@@ -140,7 +141,7 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
     budgets = list(cfg.eval.budgets) or default_budgets(model_cfg.total_blocks)
     models = load_models(cfg, model_cfg, weights)
     check_budget_ranges(models, budgets)
-    runner = runner or CachingRunner(models.model)
+    runner = CachingRunner(models.model)
     split = load_split(cfg.path(data_dir) if data_dir else cfg.path(cfg.data.root),
                        cfg.eval.split, model_cfg, cfg.data.min_samples)
     n = len(split) if cfg.eval.max_samples is None else min(len(split), cfg.eval.max_samples)
@@ -157,9 +158,9 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
         gen = torch.Generator().manual_seed(cfg.eval.noise_seed + 1009 * k)
         rand_policy = make_policy("random", model_cfg, seed=cfg.eval.random_seed)
         families = {"splits": {b: split_candidates(m, d, b) for b in budgets}}
-        if kind in cfg.eval.exhaustive_noise:
-            families["exhaustive"] = {b: exhaustive_candidates(m, d, b) for b in budgets
-                                      if num_masks(m, d, b) <= cfg.eval.exhaustive_max_masks}
+        few = [b for b in budgets if num_masks(m, d, b) <= cfg.eval.exhaustive_max_masks]
+        if kind in cfg.eval.exhaustive_noise and few:
+            families["exhaustive"] = {b: exhaustive_candidates(m, d, b) for b in few}
         scores = {name: AllocationScores(c) for name, c in families.items()}
         sums: dict[tuple[str, int], list[float]] = {}  # (policy, L) -> [err sum, flops sum, n]
         bs = cfg.eval.batch_size
@@ -168,8 +169,7 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
             batch = split.batch(order[i:i + bs], torch.device("cpu"))
             x = corrupt(batch["inputs"], cfg.noise, kind, gen).inputs
             lowres = downsample(x, ctrl_size)
-            if hasattr(runner, "new_batch"):
-                runner.new_batch()
+            runner.new_batch()
             target, b = batch["target"], len(batch["target"])
             for name in names:
                 for budget in budgets:
@@ -297,11 +297,12 @@ def bound_lines(res: dict) -> list[str]:
         for family, per_budget in families.items():
             for b, cell in per_budget.items():
                 naive = table.get("naive", {}).get(b, {}).get("error_cm")
-                admn = (table.get("admn", {}).get(b) or table.get("admn_universal", {}).get(b)
-                        or {}).get("error_cm")
+                admn = _cm(table.get("admn", {}).get(b, {}).get("error_cm"))
+                if b not in table.get("admn", {}) and b in table.get("admn_universal", {}):
+                    admn = f"{_cm(table['admn_universal'][b]['error_cm'])} (universal)"
                 best = cell["best_static"]
                 rows.append(f"| {kind} | {b} | {family} ({cell['masks']}) | {_cm(naive)} | "
-                            f"{_cm(admn)} | {best['error_cm']:.1f} cm "
+                            f"{admn} | {best['error_cm']:.1f} cm "
                             f"({_blocks(best['blocks'], family)}) | {cell['oracle_cm']:.1f} cm |")
     if not rows:
         return []
@@ -310,9 +311,10 @@ def bound_lines(res: dict) -> list[str]:
             "per-modality block counts (every other block first); *exhaustive*, every mask "
             "with block 0 on (where there are few). *Best static*: the one candidate with the "
             "lowest mean error on these samples (tuned on them, so optimistic). *Oracle*: per "
-            "sample, the candidate with the lowest error against the ground truth; no "
-            "controller can reach it, so it bounds what choosing an allocation per input can "
-            "gain.", "",
+            "sample, the candidate with the lowest error against the ground truth: what "
+            "choosing among the candidates per input could reach at best. Over every mask "
+            "(exhaustive) no controller can beat it; a controller may beat the splits' oracle "
+            "with masks that are not splits.", "",
             "| noise | L | candidates | naive | ADMN | best static | oracle |", "|---" * 7 + "|",
             *rows, ""]
 
@@ -389,9 +391,10 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
             ax.plot(xs, ys, style, label=name, markersize=4)
         splits = res.get("bounds", {}).get(kind, {}).get("splits", {})
         xs = [b for b in budgets if str(b) in splits]
-        ax.plot(xs, [splits[str(b)]["best_static"]["error_cm"] for b in xs], ":",
-                label="best static split")
-        ax.plot(xs, [splits[str(b)]["oracle_cm"] for b in xs], ":", label="split oracle")
+        if xs:
+            ax.plot(xs, [splits[str(b)]["best_static"]["error_cm"] for b in xs], ":",
+                    label="best static split")
+            ax.plot(xs, [splits[str(b)]["oracle_cm"] for b in xs], ":", label="split oracle")
         ax.set_title(f"{kind} noise")
         ax.set_xlabel(f"budget L (blocks of {res['total_blocks']})")
         ax.set_ylabel("mean error (cm)")

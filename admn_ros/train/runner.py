@@ -1,7 +1,6 @@
 """The main network as evaluation calls it: `runner(inputs, mask [B, M, D] bool) ->
 GaussianPrediction`. The default `CachingRunner` memoises each modality's backbone features per
-distinct block row within a batch (policies and allocation bounds share rows); the inference
-engine can pass its own runner instead."""
+distinct block row within a batch (policies and allocation bounds share rows)."""
 
 from __future__ import annotations
 

@@ -6,10 +6,10 @@ Rows: `upper_bound`, `admn` (per-budget controllers), `admn_universal`, `admn_ae
 of all blocks). Test-time corruptions use a fixed seed per noise setting, so every row sees the
 same corrupted inputs.
 
-The main network is called in one place, a `CachingRunner` (`runner.py`). Beside Table 1, candidate
-allocations are scored at each budget (`allocation_bounds.py`): every per-modality block-count
-split, and every mask where there are few; the best static mask and the per-sample oracle bound
-what any allocation could gain over naive.
+The main network is called in one place, a `CachingRunner` (`runner.py`). Beside Table 1,
+candidate allocations are scored at each budget (`allocation_bounds.py`): every per-modality
+block-count split, and every mask where there are few; the best static mask and the
+per-sample oracle bound what any allocation could gain over naive.
 
 Competing methods (DynMM, MMExit, M2SN; `evaluate_baselines.py`) add a `baselines` key (knob
 sweeps: error, GFLOPs, latency per point), a markdown section against ADMN at matched compute
@@ -154,13 +154,16 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
 
     tables: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     bounds: dict[str, dict[str, dict]] = {}
+    splits = {b: split_candidates(m, d, b) for b in budgets}
+    few = [b for b in budgets if cfg.eval.exhaustive_noise
+           and num_masks(m, d, b) <= cfg.eval.exhaustive_max_masks]
+    exhaustive = {b: exhaustive_candidates(m, d, b) for b in few}  # built once for all kinds
     for k, kind in enumerate(NOISE_SETTINGS):
         gen = torch.Generator().manual_seed(cfg.eval.noise_seed + 1009 * k)
         rand_policy = make_policy("random", model_cfg, seed=cfg.eval.random_seed)
-        families = {"splits": {b: split_candidates(m, d, b) for b in budgets}}
-        few = [b for b in budgets if num_masks(m, d, b) <= cfg.eval.exhaustive_max_masks]
-        if kind in cfg.eval.exhaustive_noise and few:
-            families["exhaustive"] = {b: exhaustive_candidates(m, d, b) for b in few}
+        families = {"splits": splits}
+        if kind in cfg.eval.exhaustive_noise and exhaustive:
+            families["exhaustive"] = exhaustive
         scores = {name: AllocationScores(c) for name, c in families.items()}
         sums: dict[tuple[str, int], list[float]] = {}  # (policy, L) -> [err sum, flops sum, n]
         bs = cfg.eval.batch_size

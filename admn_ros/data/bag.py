@@ -1,15 +1,21 @@
-"""GDTM-layout recording <-> rosbag2 (MCAP) with rosbags; no ROS installation needed.
+"""GDTM recording <-> rosbag2 (MCAP) with rosbags; no ROS installation needed.
+
+`gdtm_to_bag` reads any layout `admn_ros.data.gdtm` reads (a chunk, a merged folder, an ADMN
+train/val/test root, the older flat folder) and publishes topic units (`admn_ros.data.sources`);
+`bag_to_gdtm` writes GDTM's upstream layout (`mocap.hdf5` + `node_<k>/<sensor>.hdf5`) marked
+as written by this project (source `admn`), camera images as lossless PNG by default.
 
 Bag contents (names in config/data.yaml `bag`, defaults as in INTERFACES.md):
 
 - ``/node{k}/camera/color/image_raw`` sensor_msgs/Image rgb8, frame ``node{k}_color_optical_frame``
 - ``/node{k}/camera/depth/image_raw`` sensor_msgs/Image 16UC1 mm, ``node{k}_depth_optical_frame``
 - ``/node{k}/radar/range_doppler`` and ``/node{k}/radar/range_azimuth`` sensor_msgs/Image
-  32FC1, ``node{k}_radar``, published once per radar capture (4 Hz, not repeated)
+  32FC1, ``node{k}_radar``, published once per radar capture (4 Hz, not repeated); a
+  camera sample repeated to fill a gap is not published again
 - ``/mocap/car/pose`` geometry_msgs/PoseStamped in ``world`` (OptiTrack frame, metres, y up),
   one per frame on the camera grid
-- ``/tf_static`` tf2_msgs/TFMessage (transient local): world -> node{k} (node pose) and
-  node{k} -> its sensor frames (identity)
+- ``/tf_static`` tf2_msgs/TFMessage (transient local): world -> node{k} (translation T,
+  rotation rot^T for GDTM's global -> local ``rot``) and node{k} -> its sensor frames (identity)
 
 Header stamps are the recording's capture stamps; bag log times equal header stamps.
 Outputs are written under a temporary name and renamed at the end. An output path ending in
@@ -23,11 +29,11 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import (
@@ -44,7 +50,12 @@ from tqdm import tqdm
 
 from admn_ros.data.config import DataConfig, load_data_config
 from admn_ros.data.errors import DataError
-from admn_ros.data.gdtm import GDTMRecording, group_name
+from admn_ros.data.gdtm import (
+    GDTMRecording,
+    ReadReport,
+    node_group,
+    open_upstream_files,
+)
 from admn_ros.data.geometry import (
     quaternion_to_rotation,
     rotation_to_quaternion,
@@ -56,6 +67,7 @@ IMAGE = "sensor_msgs/msg/Image"
 POSE = "geometry_msgs/msg/PoseStamped"
 TF = "tf2_msgs/msg/TFMessage"
 SENSOR_KEYS = ("rgb", "depth", "radar", "radar_azimuth")
+FROM_BAG_FORMAT = "admn_ros/gdtm-from-bag/2"
 ENCODING = {"depth": "16UC1", "radar": "32FC1", "radar_azimuth": "32FC1"}
 _ZERO = QosTime(0, 0)
 LATCHED_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE,
@@ -116,14 +128,22 @@ class _MsgFactory:
 
 
 def gdtm_to_bag(in_dir: str | Path, out_path: str | Path, *, progress: bool = True,
-                data_config: DataConfig | None = None, overwrite: bool = False) -> Path:
-    """Convert a GDTM-layout recording to a rosbag2 MCAP bag; returns the output path."""
+                data_config: DataConfig | None = None, overwrite: bool = False,
+                source: str | None = None,
+                on_report: Callable[[ReadReport], None] | None = None) -> Path:
+    """Convert a GDTM recording to a rosbag2 MCAP bag; returns the output path.
+
+    `source` overrides config/data.yaml `source` (auto | admn | gdtm); `on_report` receives
+    what reading had to fill or drop.
+    """
     cfg = data_config or load_data_config()
     bc = cfg.bag
     out_path = Path(out_path)
     if out_path.exists() and not (overwrite and out_path.is_file()):
         raise ValueError(f"{out_path}: output exists (use overwrite for a file)")
-    rec = GDTMRecording(in_dir, cfg.layout)
+    rec = GDTMRecording(in_dir, cfg, source)
+    if on_report is not None:
+        on_report(rec.report)
     if bc.rgb_encoding not in ("rgb8", "bgr8"):
         raise ValueError(f"bag.rgb_encoding must be rgb8 or bgr8, got {bc.rgb_encoding!r}")
     make = _MsgFactory()
@@ -152,7 +172,7 @@ def _write_bag(rec: GDTMRecording, writer: Writer, make: _MsgFactory, cfg: DataC
     bc, ts = cfg.bag, make.ts
     conns = {}
     for node in rec.nodes:
-        for key in SENSOR_KEYS:
+        for key in rec.keys:
             conns[key, node] = writer.add_connection(bc.topics[key].format(node=node), IMAGE,
                                                      typestore=ts)
     mocap_conn = writer.add_connection(bc.mocap_topic, POSE, typestore=ts)
@@ -171,12 +191,15 @@ def _write_bag(rec: GDTMRecording, writer: Writer, make: _MsgFactory, cfg: DataC
     for i in tqdm(range(len(rec)), desc="gdtm->bag", unit="frame", disable=not progress):
         ms = int(rec.timestamps_ms[i])
         for node in rec.nodes:
-            for key in SENSOR_KEYS:
+            for key in rec.keys:
+                src = rec.source_ms(i, key, node)
+                if i and src != ms and src == rec.source_ms(i - 1, key, node):
+                    continue  # a gap filled with the previous sample: nothing new to publish
                 arr = rec.read(i, key, node)
                 stamp = rec.stamp_ns(i, key, node)
                 if key.startswith("radar"):
                     # radar is repeated on the frame grid: publish each capture once
-                    has_attr = stamp != ms * 1_000_000
+                    has_attr = stamp != src * 1_000_000
                     prev_stamp, prev = last_radar.get((key, node), (None, None))
                     same = (stamp == prev_stamp) if has_attr else (
                         prev is not None and np.array_equal(prev, arr, equal_nan=True))
@@ -188,17 +211,9 @@ def _write_bag(rec: GDTMRecording, writer: Writer, make: _MsgFactory, cfg: DataC
                     arr = np.ascontiguousarray(arr[..., ::-1])
                 msg = make.image(arr, enc, stamp, bc.frames[key].format(node=node))
                 writer.write(conns[key, node], stamp, ts.serialize_cdr(msg, IMAGE))
-        car = _car_object(rec, i)
-        rot = np.asarray(car.get("rotation", np.eye(3).flatten()), float).reshape(3, 3)
-        msg = make.pose(rec.car_position(i), rot, ms * 1_000_000, bc.world_frame)
+        msg = make.pose(rec.car_position(i), rec.car_rotation(i), ms * 1_000_000,
+                        bc.world_frame)
         writer.write(mocap_conn, ms * 1_000_000, ts.serialize_cdr(msg, POSE))
-
-
-def _car_object(rec: GDTMRecording, i: int) -> dict:
-    for obj in rec.mocap(i):
-        if obj.get("type") in rec.layout.car_types:
-            return obj
-    raise DataError(rec.files["mocap"], "no car object in mocap", int(rec.timestamps_ms[i]))
 
 
 # --------------------------------------------------------------------------- bag -> GDTM
@@ -220,8 +235,8 @@ def _open_reader(path: Path) -> AnyReader:
 
 def bag_to_gdtm(in_bag: str | Path, out_dir: str | Path, *, progress: bool = True,
                 data_config: DataConfig | None = None) -> Path:
-    """Convert a bag written by `gdtm_to_bag` (or recorded live with the same topics) to the
-    GDTM layout; returns the output directory.
+    """Convert a bag written by `gdtm_to_bag` (or recorded live with the same topics) to GDTM's
+    upstream layout; returns the output directory.
 
     The frame grid is the mocap pose stamps; each camera image goes to the nearest frame and
     radar captures are repeated onto the grid (latest capture at or before the frame).
@@ -250,7 +265,7 @@ def bag_to_gdtm(in_bag: str | Path, out_dir: str | Path, *, progress: bool = Tru
 
 
 def _collect(reader: AnyReader, path: Path, cfg: DataConfig, progress: bool) -> dict:
-    """Read every relevant message into per-topic lists (camera images JPEG-encoded)."""
+    """Read every relevant message into per-topic lists (camera images encoded)."""
     bc = cfg.bag
     topics = {c.topic: c for c in reader.connections}
     pattern = re.compile("^" + re.escape(bc.topics["rgb"]).replace(re.escape("{node}"),
@@ -274,7 +289,10 @@ def _collect(reader: AnyReader, path: Path, cfg: DataConfig, progress: bool) -> 
     out: dict = {"nodes": nodes, "poses": {}, "mocap": [],
                  "sensors": {(k, n): [] for n in nodes for k in SENSOR_KEYS}}
     total = sum(c.msgcount for c in conns)
-    quality = [cv2.IMWRITE_JPEG_QUALITY, bc.jpeg_quality]
+    if bc.image_format not in ("png", "jpeg"):
+        raise ValueError(f"bag.image_format must be png or jpeg, got {bc.image_format!r}")
+    ext, params = (".png", []) if bc.image_format == "png" else (
+        ".jpg", [cv2.IMWRITE_JPEG_QUALITY, bc.jpeg_quality])
     stamp = None
     try:
         for conn, log_ns, raw in tqdm(reader.messages(connections=conns), total=total,
@@ -296,8 +314,8 @@ def _collect(reader: AnyReader, path: Path, cfg: DataConfig, progress: bool) -> 
                 key, node = want[conn.topic]
                 try:
                     if key == "rgb":
-                        _, jpeg = cv2.imencode(".jpg", image_to_rgb(msg)[..., ::-1], quality)
-                        arr = jpeg.reshape(-1)
+                        _, buf = cv2.imencode(ext, image_to_rgb(msg)[..., ::-1], params)
+                        arr = buf.reshape(-1)
                     else:
                         arr = image_to_numpy(msg)
                         enc = ENCODING[key]
@@ -330,12 +348,9 @@ def _write_gdtm(data: dict, out: Path, path: Path, cfg: DataConfig) -> None:
     grid_ms = np.round(grid_ns / 1e6).astype(np.int64)
     if len(np.unique(grid_ms)) != len(grid_ms):
         raise DataError(path, "two mocap poses fall on the same millisecond")
-    files = {k: h5py.File(out / name, "w") for k, name in layout.files.items()}
+    nodes = data["nodes"]
+    files = open_upstream_files(out, nodes, layout, FROM_BAG_FORMAT)
     try:
-        for ms in grid_ms:
-            for f in files.values():
-                f.create_group(str(ms))
-        nodes = data["nodes"]
         for (key, node), msgs in data["sensors"].items():
             if not msgs:
                 continue
@@ -349,31 +364,32 @@ def _write_gdtm(data: dict, out: Path, path: Path, cfg: DataConfig) -> None:
                 left = np.maximum(right - 1, 0)
                 idx = np.where(np.abs(stamps[left] - grid_ns) <= np.abs(stamps[right] - grid_ns),
                                left, right)
-            fkey = "radar" if key == "radar_azimuth" else key
             name = layout.datasets[key]
             opts = {} if key == "rgb" else {"compression": "gzip", "compression_opts": 1}
             for ms, j in zip(grid_ms, idx, strict=True):
-                grp = files[fkey][str(ms)].require_group(group_name(node))
-                d = grp.create_dataset(name, data=msgs[j][1], **opts)
+                d = node_group(files, key, node, ms).create_dataset(name, data=msgs[j][1],
+                                                                    **opts)
                 d.attrs["stamp_ns"] = msgs[j][0]
         node_objs = []
         for k, node in enumerate(nodes):
             pos, rot = data["poses"][node]
-            node_objs.append(_mocap_object(k, "node", pos, rot))
+            node_objs.append(_mocap_object(k, "node", pos, rot.T))  # GDTM: global -> local
         for (_, pos, rot), ms in zip(mocap, grid_ms, strict=True):
             objs = [dict(o, timestamp=_stamp_str(ms)) for o in node_objs]
             objs.append(dict(_mocap_object(len(nodes), "truck", pos, rot),
                              timestamp=_stamp_str(ms)))
-            files["mocap"][str(ms)].create_dataset(layout.mocap, data=json.dumps(objs))
+            files["mocap", None].create_group(str(ms)).create_dataset(layout.mocap,
+                                                                      data=json.dumps(objs))
     finally:
-        for f in files.values():
+        for f in dict.fromkeys(files.values()):
             f.close()
     meta: dict = {}
     for node in nodes:
         pos, rot = data["poses"][node]
         meta[node] = {"x": float(pos[0]), "y": float(pos[1]), "z": float(pos[2]),
-                      "rot": rot.flatten().tolist()}
-    meta["admn"] = {"format": "admn_ros/gdtm-from-bag/1", "source": str(path),
+                      "rot": rot.T.flatten().tolist()}
+    meta["admn"] = {"format": FROM_BAG_FORMAT, "source": str(path),
+                    "rotation_convention": "rot = row-major 3x3 global -> local (GDTM)",
                     "files": dict(layout.files), "datasets": dict(layout.datasets)}
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))
 

@@ -11,10 +11,16 @@ from admn_ros.data.errors import DataError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
-    p = sub.add_parser("from-gdtm", help="GDTM-layout recording -> rosbag2 MCAP",
-                       description="GDTM-layout recording -> rosbag2 MCAP (a single .mcap "
-                                   "file, or a rosbag2 directory for other names)")
-    p.add_argument("in_dir", metavar="IN_DIR", help="recording directory (HDF5 + metadata)")
+    p = sub.add_parser("from-gdtm", help="GDTM recording -> rosbag2 MCAP",
+                       description="GDTM recording -> rosbag2 MCAP (a single .mcap file, or a "
+                                   "rosbag2 directory for other names). Reads a chunk_N or "
+                                   "merged folder, an ADMN train/val/test root, or a flat "
+                                   "folder; prints what had to be filled or dropped.")
+    p.add_argument("in_dir", metavar="IN_DIR", help="recording folder (mocap.hdf5 + "
+                   "node_<k>/<sensor>.hdf5, or train/ val/ test/ of those)")
+    p.add_argument("--source", default=None, help="data source in config/data.yaml "
+                   "`sources` (default: `source` there; auto = admn for files this project "
+                   "wrote, gdtm otherwise)")
     p.add_argument("out", metavar="OUT.mcap", help="bag to write")
     p.add_argument("--force", action="store_true", help="replace an existing OUT file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -32,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.bag_command == "from-gdtm":
             out = gdtm_to_bag(args.in_dir, args.out, progress=not args.quiet,
-                              overwrite=args.force)
+                              overwrite=args.force, source=args.source,
+                              on_report=lambda r: print("\n".join(r.lines())))
         else:
             out = bag_to_gdtm(args.in_bag, args.out_dir, progress=not args.quiet)
     except (DataError, ValueError) as err:

@@ -1,4 +1,4 @@
-"""Strict YAML configs of the data layer: scenes (generator) and data.yaml (layout, splits).
+"""Strict YAML configs of the data layer: scenes (generator), data.yaml (layout, sources, splits).
 
 Loaded with the core's generic strict loader (`admn_ros.core.config.from_dict`); errors name
 the file (or "scene" / "data config" for dicts) and the key path.
@@ -191,6 +191,30 @@ class LayoutConfig:
 
 
 @dataclass(frozen=True)
+class DepthSourceConfig:
+    """Which dataset is depth ("" = layout.datasets.depth) and how it maps to millimetres."""
+
+    dataset: str = ""
+    mode: str = "mm"
+
+
+@dataclass(frozen=True)
+class RadarSourceConfig:
+    """How range-doppler values map to the model's input range (see `admn_ros.data.sources`)."""
+
+    mode: str = "magnitude"
+    mean: float = 4353.0
+    std: float = 705.0
+    span_std: float = 3.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    depth: DepthSourceConfig = field(default_factory=DepthSourceConfig)
+    radar: RadarSourceConfig = field(default_factory=RadarSourceConfig)
+
+
+@dataclass(frozen=True)
 class PreprocessConfig:
     depth_max_mm: float = 6000.0
     radar_input: str = "magnitude"
@@ -218,6 +242,7 @@ class BagConfig:
         "radar_azimuth": "{node}_radar",
     })
     rgb_encoding: str = "rgb8"
+    image_format: str = "png"
     jpeg_quality: int = 95
 
 
@@ -226,6 +251,12 @@ class DataConfig:
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     bag: BagConfig = field(default_factory=BagConfig)
+    source: str = "auto"
+    sources: dict[str, SourceConfig] = field(default_factory=lambda: {
+        "admn": SourceConfig(),
+        "gdtm": SourceConfig(DepthSourceConfig("realsense_camera_depth", "gray_minmax"),
+                             RadarSourceConfig(mode="frame_minmax")),
+    })
     splits: dict[str, tuple[float, ...]] = field(
         default_factory=lambda: {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
     )

@@ -1,4 +1,7 @@
-"""Torch Dataset over one GDTM-layout recording.
+"""Torch Dataset over one GDTM recording (any layout `admn_ros.data.gdtm` reads).
+
+Splits: an ADMN split root (``<root>/{train,val,test}/``) is split as given; any other
+recording by the contiguous time fractions of config/data.yaml ``splits``.
 
 ``dataset[i]`` is ``{"inputs": {mod: Tensor [S, C, s, s]}, "target": Tensor [2] (cm),
 "stamp_ns": int, "index": int}``; the default collate gives ``[B, S, C, s, s]``.
@@ -28,7 +31,7 @@ from admn_ros.data.gdtm import MODALITIES, GDTMRecording
 from admn_ros.data.preprocess import Preprocess
 
 CACHE_DIR = ".admn_cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def split_indices(n: int, split: str, splits: dict[str, Sequence[float]]) -> np.ndarray:
@@ -57,7 +60,7 @@ class GDTMDataset(Dataset):
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; expected some of {MODALITIES}")
-        self.recording = GDTMRecording(root, cfg.layout)
+        self.recording = GDTMRecording(root, cfg)
         self.root = self.recording.root
         self.modalities = tuple(modalities)
         self.nodes = list(nodes) if nodes is not None else list(self.recording.nodes)
@@ -67,9 +70,10 @@ class GDTMDataset(Dataset):
         self.preprocess = preprocess or Preprocess.from_config(img_size, cfg.preprocess)
         self.img_size = self.preprocess.img_size
         self.split = split
-        self.indices = split_indices(len(self.recording), split, cfg.splits)
-        self.targets = np.stack([self.recording.target_cm(i) for i in self.indices]) \
-            if len(self.indices) else np.zeros((0, 2), np.float32)
+        self.indices = self.recording.split_indices(split) \
+            if self.recording.split_names and split != "all" \
+            else split_indices(len(self.recording), split, cfg.splits)
+        self.targets = self.recording.targets_cm()[self.indices]
         self.stamps_ns = self.recording.timestamps_ms[self.indices] * 1_000_000
         self.cache = cache
         self._arrays: dict[str, np.ndarray] = {}
@@ -82,11 +86,13 @@ class GDTMDataset(Dataset):
 
     # ---- caching
     def _cache_key(self) -> str:
-        files = sorted(set(self.recording.files.values()))
+        files = sorted(self.recording.files)
         desc = {
             "v": CACHE_VERSION, "pre": repr(self.preprocess), "nodes": self.nodes,
-            "layout": repr(self.recording.layout),
-            "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+            "layout": repr(self.recording.layout), "source": self.recording.source,
+            "conversion": repr(self.recording.config.sources[self.recording.source]),
+            "files": [(str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in files],
         }
         return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 

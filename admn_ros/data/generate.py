@@ -7,7 +7,9 @@ walls, distractor box, radar clutter); each frame only casts the car's oriented 
 projected bounding box, so 1,000 frames take seconds.
 
 World frame = OptiTrack frame: metres, y up; the car drives on y = 0. The written layout is
-the processed GDTM one (see `admn_ros.data.gdtm`).
+the one GDTM's preprocessing writes (`mocap.hdf5` + `node_<k>/{zed,realsense,mmwave}.hdf5`,
+see `admn_ros.data.gdtm`), with node rotations global -> local as GDTM stores them, plus a
+`metadata.json` beside it (GDTM-style node entries and the generator's own `admn` block).
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 from tqdm import tqdm
 
 from admn_ros.data.config import LayoutConfig, SceneConfig, load_data_config, load_scene
+from admn_ros.data.gdtm import group_name, node_group, open_upstream_files
 from admn_ros.data.geometry import PinholeCamera, look_at_rotation, rotation_to_rotvec, yaw_rotation
 
-FORMAT = "admn_ros/gdtm-like/1"
+FORMAT = "admn_ros/gdtm-like/2"
 CEILING_RGB = np.array([55.0, 58.0, 66.0])  # what cameras see above the walls (no depth return)
 SHADOW_SIGMA_M = 0.16  # soft contact shadow under the car
 SHADOW_STRENGTH = 0.45
@@ -380,14 +382,18 @@ class NodeRenderer:
 # --------------------------------------------------------------------------- writing
 def _mocap_json(scene: SceneConfig, renderers: dict[str, NodeRenderer], xz: np.ndarray,
                 yaw: float, stamp_ms: int) -> str:
-    """One frame of GDTM mocap: node objects then the car ('truck'), positions in m, y up."""
+    """One frame of GDTM mocap: node objects then the car ('truck'), positions in m, y up.
+
+    Node rotations map global to local (GDTM's convention): the transpose of node -> world.
+    """
     stamp = datetime.fromtimestamp(stamp_ms / 1000.0, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     objs = []
     for k, (_name, r) in enumerate(renderers.items()):
-        rv = rotation_to_rotvec(r.camera.rotation)
+        g2l = r.camera.rotation.T
+        rv = rotation_to_rotvec(g2l)
         objs.append({"id": k, "type": "node", "position": r.camera.position.tolist(),
                      "roll": rv[0], "pitch": rv[1], "yaw": rv[2],
-                     "rotation": r.camera.rotation.flatten().tolist(), "timestamp": stamp})
+                     "rotation": g2l.flatten().tolist(), "timestamp": stamp})
     rot = yaw_rotation(yaw)
     rv = rotation_to_rotvec(rot)
     objs.append({"id": len(renderers), "type": "truck",
@@ -398,24 +404,19 @@ def _mocap_json(scene: SceneConfig, renderers: dict[str, NodeRenderer], xz: np.n
                         for k, v in o.items()} for o in objs])
 
 
-def node_group(name: str) -> str:
-    """'node1' -> 'node_1' (GDTM group names)."""
-    return f"node_{int(name[4:])}"
-
-
 def _metadata(scene: SceneConfig, renderers: dict[str, NodeRenderer], layout: LayoutConfig,
               frames: int, seed: int) -> dict:
     meta: dict = {}
     for name, r in renderers.items():  # GDTM-style node entries
         x, y, z = r.camera.position.tolist()
-        meta[name] = {"x": x, "y": y, "z": z, "rot": r.camera.rotation.flatten().tolist()}
+        meta[name] = {"x": x, "y": y, "z": z, "rot": r.camera.rotation.T.flatten().tolist()}
     meta["admn"] = {
         "format": FORMAT,
         "generator": {"scene": scene.name, "seed": seed, "frames": frames},
         "world": "OptiTrack frame: metres, y up; targets are (x, z)",
-        "rotation_convention": "rot = row-major 3x3 node->world, columns = node axes "
-                               "(optical: x right, y down, z forward)",
-        "nodes": {name: {"group": node_group(name), "camera": r.camera.intrinsics()}
+        "rotation_convention": "rot = row-major 3x3 global -> local (GDTM): p_local = "
+                               "rot (p - T); node axes optical (x right, y down, z forward)",
+        "nodes": {name: {"group": group_name(name), "camera": r.camera.intrinsics()}
                   for name, r in renderers.items()},
         "files": dict(layout.files),
         "datasets": dict(layout.datasets),
@@ -432,7 +433,7 @@ def _metadata(scene: SceneConfig, renderers: dict[str, NodeRenderer], layout: La
 def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
                        scene: str | Path | SceneConfig = "default",
                        layout: LayoutConfig | None = None, progress: bool = False) -> Path:
-    """Write a synthetic recording in the processed GDTM layout; returns its directory.
+    """Write a synthetic recording in GDTM's upstream layout; returns its directory.
 
     The files are written under a temporary sibling directory and moved into `out_dir` at the
     end, so an interrupted run never leaves a half-written recording. `out_dir` may exist only
@@ -464,10 +465,9 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    files: dict[str, h5py.File] = {}
+    files: dict = {}
     try:
-        for key, fname in layout.files.items():
-            files[key] = h5py.File(tmp / fname, "w")
+        files = open_upstream_files(tmp, list(renderers), layout, FORMAT)
         ds = layout.datasets
         # radar capture times per node: own 4 Hz clock, first capture before the first frame
         radar_period = 1.0 / tm.radar_hz
@@ -481,20 +481,19 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
         xz_f, yaw_f, _ = traj.at(t_rel)
         for i in tqdm(range(frames), desc="generate", unit="frame", disable=not progress):
             ms = str(int(stamps_ms[i]))
-            files["mocap"].create_group(ms).create_dataset(
+            files["mocap", None].create_group(ms).create_dataset(
                 layout.mocap, data=_mocap_json(scene, renderers, xz_f[i], yaw_f[i], int(ms)))
             cam_t = t_rel[i] + jitter(len(renderers)) / 1000.0
-            groups = {key: files[key].create_group(ms) for key in ("rgb", "depth", "radar")}
             for k, (name, r) in enumerate(renderers.items()):
                 xz, yaw, _ = traj.at(cam_t[k:k + 1])
                 rgb, depth = r.render(xz[0], float(yaw[0]), float(cam_t[k]), rng)
                 stamp_ns = tm.start_ms * 1_000_000 + round(cam_t[k] * 1e9)
                 _ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1],
                                         [cv2.IMWRITE_JPEG_QUALITY, scene.camera.jpeg_quality])
-                grp = node_group(name)
-                d = groups["rgb"].create_group(grp).create_dataset(ds["rgb"], data=jpeg.reshape(-1))
+                d = node_group(files, "rgb", name, ms).create_dataset(ds["rgb"],
+                                                                      data=jpeg.reshape(-1))
                 d.attrs["stamp_ns"] = stamp_ns
-                d = groups["depth"].create_group(grp).create_dataset(
+                d = node_group(files, "depth", name, ms).create_dataset(
                     ds["depth"], data=depth, compression="gzip", compression_opts=1)
                 d.attrs["stamp_ns"] = stamp_ns
                 # radar: the latest capture at or before the frame time, repeated on the grid
@@ -508,11 +507,11 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
                 _, rd, az = radar_cache[name]
                 t_cap = radar_caps[name][cap]
                 stamp_r = tm.start_ms * 1_000_000 + round(t_cap * 1e9)
-                g = groups["radar"].create_group(grp)
+                g = node_group(files, "radar", name, ms)
                 for key, arr in ((ds["radar"], rd), (ds["radar_azimuth"], az)):
                     d = g.create_dataset(key, data=arr, compression="gzip", compression_opts=1)
                     d.attrs["stamp_ns"] = stamp_r
-        for f in files.values():
+        for f in dict.fromkeys(files.values()):
             f.close()
         meta = _metadata(scene, renderers, layout, frames, seed)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
@@ -520,7 +519,7 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
             out_dir.rmdir()
         os.replace(tmp, out_dir)
     except BaseException:
-        for f in files.values():
+        for f in dict.fromkeys(files.values()):
             with contextlib.suppress(Exception):  # best effort on the error path
                 f.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,11 +31,9 @@ def test_round_trip(converted):
     for i in range(len(a)):
         assert np.allclose(a.target_cm(i), b.target_cm(i), atol=1e-3)
         for n in a.nodes:
-            for key in ("depth", "radar", "radar_azimuth"):
+            for key in ("rgb", "depth", "radar", "radar_azimuth"):  # rgb stored as PNG
                 assert np.array_equal(a.read(i, key, n), b.read(i, key, n)), (i, n, key)
                 assert a.stamp_ns(i, key, n) == b.stamp_ns(i, key, n)
-            err = np.abs(a.read(i, "rgb", n).astype(int) - b.read(i, "rgb", n))
-            assert err.mean() < 2.0 and a.stamp_ns(i, "rgb", n) == b.stamp_ns(i, "rgb", n)
     for n, pose in a.node_poses().items():
         assert np.allclose(pose.position, b.node_poses()[n].position)
         assert np.allclose(pose.rotation, b.node_poses()[n].rotation, atol=1e-9)

@@ -31,7 +31,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a = generate_recording(tmp_path / "a", frames=6, seed=7)
     b = generate_recording(tmp_path / "b", frames=6, seed=7)
     c = generate_recording(tmp_path / "c", frames=6, seed=8)
-    for name in ("zed.hdf5", "realsense.hdf5", "mmwave.hdf5", "mocap.hdf5"):
+    names = [f"node_{k}/{f}" for k in (1, 2, 3) for f in ("zed.hdf5", "realsense.hdf5",
+                                                          "mmwave.hdf5")]
+    for name in ("mocap.hdf5", *names):
         with h5py.File(a / name) as fa, h5py.File(b / name) as fb, h5py.File(c / name) as fc:
             assert sorted(fa) == sorted(fb) == sorted(fc)
             differs = False

@@ -95,53 +95,57 @@ def test_preprocess_normalisation_and_errors():
         pre.radar(np.full((4, 4), np.nan, np.float32))
 
 
-def _first_ms(path):
-    with h5py.File(path) as f:
-        return sorted(f)[0]
-
-
 def test_truncated_hdf5(copy_dir):
-    path = copy_dir / "zed.hdf5"
+    path = copy_dir / "node_1" / "zed.hdf5"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(DataError, match=r"zed\.hdf5.*cannot open HDF5"):
+    with pytest.raises(DataError, match=r"node_1/zed\.hdf5.*cannot open HDF5"):
         GDTMRecording(copy_dir)
 
 
-def test_missing_node_group(copy_dir):
-    ms = _first_ms(copy_dir / "realsense.hdf5")
-    with h5py.File(copy_dir / "realsense.hdf5", "a") as f:
+def test_missing_node_group_is_a_filled_gap(copy_dir):
+    path = copy_dir / "node_2" / "realsense.hdf5"
+    with h5py.File(path, "a") as f:
+        ms = sorted(f)[3]
         del f[ms]["node_2"]
     rec = GDTMRecording(copy_dir)
-    with pytest.raises(DataError, match=rf"realsense.hdf5 at t={ms}: node group 'node_2'"):
-        rec.read(0, "depth", "node2")
-    with pytest.raises(DataError, match="node_2"):
-        GDTMDataset(copy_dir, "train", img_size=16, cache="memory")
+    assert len(rec) == 40 and rec.source_ms(3, "depth", "node2") == rec.timestamps_ms[2]
+    assert np.array_equal(rec.read(3, "depth", "node2"), rec.read(2, "depth", "node2"))
+    assert rec.report.filled["node2/realsense_camera_depth"] == 1
+    assert rec.report.filled["node1/realsense_camera_depth"] == 0
 
 
 def test_missing_modality(copy_dir):
-    with h5py.File(copy_dir / "mmwave.hdf5", "a") as f:
-        ms = sorted(f)[3]
-        del f[ms]["node_1"]["range_doppler"]
-    rec = GDTMRecording(copy_dir)
-    with pytest.raises(DataError, match=rf"t={ms}: dataset 'range_doppler' missing"):
-        rec.read(3, "radar", "node1")
-    (copy_dir / "mmwave.hdf5").unlink()
-    with pytest.raises(DataError, match="range_doppler"):
+    (copy_dir / "node_1" / "mmwave.hdf5").unlink()
+    with pytest.raises(DataError, match=r"dataset 'range_doppler' for node_1"):
         GDTMRecording(copy_dir)
 
 
 def test_corrupt_jpeg(copy_dir):
-    with h5py.File(copy_dir / "zed.hdf5", "a") as f:
+    with h5py.File(copy_dir / "node_3" / "zed.hdf5", "a") as f:
         ms = sorted(f)[1]
         del f[ms]["node_3"]["zed_camera_left"]
         f[ms]["node_3"].create_dataset("zed_camera_left", data=np.arange(500, dtype=np.uint8))
-    with pytest.raises(DataError, match=rf"zed.hdf5 at t={ms}: corrupt JPEG"):
+    with pytest.raises(DataError, match=rf"zed.hdf5 at t={ms}: dataset 'zed_camera_left' of "
+                                        r"node_3: corrupt encoded image"):
         GDTMRecording(copy_dir).read(1, "rgb", "node3")
 
 
+def test_unreadable_dataset_names_file_key_and_dataset(copy_dir, monkeypatch):
+    rec = GDTMRecording(copy_dir)
+    ms = int(rec.timestamps_ms[2])
+
+    def broken(self, key):
+        raise OSError("Can't read data (inflate() failed)")
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", broken)
+    with pytest.raises(DataError, match=rf"node_1/mmwave.hdf5 at t={ms}: corrupt dataset "
+                                        r"/\d+/node_1/range_doppler"):
+        rec.read(2, "radar", "node1")
+
+
 def test_mismatched_shapes(copy_dir):
-    with h5py.File(copy_dir / "realsense.hdf5", "a") as f:
+    with h5py.File(copy_dir / "node_1" / "realsense.hdf5", "a") as f:
         ms = sorted(f)[2]
         del f[ms]["node_1"]["realsense_camera_depth"]
         f[ms]["node_1"].create_dataset("realsense_camera_depth", data=np.ones((60, 80), "u2"))
@@ -151,28 +155,37 @@ def test_mismatched_shapes(copy_dir):
         rec.read(2, "depth", "node1")
 
 
-def test_bad_metadata_and_mocap(copy_dir):
+def test_bad_mocap_and_missing_poses(copy_dir):
     meta = json.loads((copy_dir / "metadata.json").read_text())
     with h5py.File(copy_dir / "mocap.hdf5", "a") as f:
         ms = sorted(f)[4]
+        good = f[ms]["mocap"][()]
         del f[ms]["mocap"]
         f[ms].create_dataset("mocap", data="{not json")
-    with pytest.raises(DataError, match=rf"mocap.hdf5 at t={ms}: bad mocap JSON"):
-        GDTMRecording(copy_dir).target_cm(4)
-    (copy_dir / "metadata.json").unlink()
-    with pytest.raises(DataError, match=r"metadata\.json.*missing"):
+    with pytest.raises(DataError, match=rf"mocap.hdf5 at t={ms}: bad mocap JSON in dataset "
+                                        "'mocap'"):
         GDTMRecording(copy_dir)
+    with h5py.File(copy_dir / "mocap.hdf5", "a") as f:  # no node objects: poses from metadata
+        for key in f:
+            objs = [o for o in json.loads(f[key]["mocap"][()] if key != ms else good)
+                    if o["type"] != "node"]
+            del f[key]["mocap"]
+            f[key].create_dataset("mocap", data=json.dumps(objs))
+    assert "metadata.json" in GDTMRecording(copy_dir).report.pose_source
     del meta["node2"]["rot"]
     (copy_dir / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="pose of node2"):
-        GDTMRecording(copy_dir).node_poses()
+        GDTMRecording(copy_dir)
+    (copy_dir / "metadata.json").unlink()
+    with pytest.raises(DataError, match="no node poses"):
+        GDTMRecording(copy_dir)
 
 
 def test_colour_mapped_depth_jpeg(copy_dir):
     """Real GDTM RealSense depth is a colour-mapped JPEG: read back to approximate mm."""
     import cv2
 
-    with h5py.File(copy_dir / "realsense.hdf5", "a") as f:
+    with h5py.File(copy_dir / "node_1" / "realsense.hdf5", "a") as f:
         ms = sorted(f)[0]
         mm = f[ms]["node_1"]["realsense_camera_depth"][()]
         idx = np.round(np.clip(mm / 6000.0, 0, 1) * 255).astype(np.uint8)

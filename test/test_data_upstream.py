@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from admn_ros.data.bag import bag_to_gdtm, gdtm_to_bag
 from admn_ros.core.config import to_dict
+from admn_ros.data.bag import bag_to_gdtm, gdtm_to_bag
 from admn_ros.data.config import load_data_config
 from admn_ros.data.dataset import GDTMDataset
 from admn_ros.data.errors import DataError
@@ -207,7 +207,7 @@ def test_radar_input_not_saturated_for_ti_values(tmp_path):
         ds = GDTMDataset(folder, "all", img_size=16, cache="none",
                          data_config=load_data_config(raw))
         x = ds[0]["inputs"]["radar"]
-        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert x.min() >= 0.0 and x.max() <= 1.0
         assert (x < 0.99).float().mean() > 0.9 and x.std() > 0.02, mode
     raw["sources"]["gdtm"]["radar"]["mode"] = "magnitude"  # the old reading: all ones
     ds = GDTMDataset(folder, "all", img_size=16, cache="none", data_config=load_data_config(raw))

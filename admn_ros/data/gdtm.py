@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -180,18 +180,17 @@ class GDTMRecording:
         self.root = Path(root)
         cfg = config if isinstance(config, DataConfig) else load_data_config()
         if isinstance(config, LayoutConfig):
-            cfg = DataConfig(config, cfg.preprocess, cfg.bag, cfg.source, cfg.sources,
-                             cfg.splits)
+            cfg = replace(cfg, layout=config)
         self.config, self.layout = cfg, cfg.layout
         if not self.root.is_dir():
             raise DataError(self.root, "recording directory not found")
         self._handles: dict[Path, h5py.File] = {}
         self._pid = os.getpid()
         self._shapes: dict[tuple[str, str], tuple] = {}
-        self.metadata_path = find_metadata(self.root)
-        self.metadata = self._read_metadata()
         parts = split_root_parts(self.root)
         self.split_names = tuple(p.name for p in parts)
+        self.metadata_path = find_metadata(parts[0] if parts else self.root)
+        self.metadata = self._read_metadata()
         wanted = set(self.layout.datasets.values()) | {
             c.depth.dataset for c in cfg.sources.values()} - {""}
         self.folders = [_scan_folder(p, wanted, self.layout.mocap, self._h5)

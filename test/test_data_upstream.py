@@ -107,8 +107,9 @@ def _key(i: int) -> int:
 
 
 # --------------------------------------------------------------------------- layouts
-def test_chunk_frames_radar_rate_and_jpeg_buffers(tmp_path):
-    rec = GDTMRecording(write_upstream(tmp_path / "data" / "chunk_0", 12))
+@pytest.mark.parametrize("folder", ["chunk_0", "merged"])
+def test_folder_frames_radar_rate_and_jpeg_buffers(tmp_path, folder):
+    rec = GDTMRecording(write_upstream(tmp_path / "data" / folder, 12))
     assert rec.source == "gdtm" and rec.nodes == ["node1", "node2", "node3"] and len(rec) == 12
     assert np.array_equal(rec.timestamps_ms, [_key(i) for i in range(12)])
     radar = [rec.raw(i, "radar", "node2") for i in range(12)]
@@ -134,6 +135,9 @@ def test_admn_split_root_uses_its_splits(tmp_path):
         assert np.array_equal(ds.stamps_ns, alone.stamps_ns)
         assert np.array_equal(ds.targets, alone.targets)
     assert len(GDTMDataset(root, "all", img_size=8, cache="none")) == 19
+    with AnyReader([gdtm_to_bag(root, tmp_path / "all.mcap", progress=False)]) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts["/mocap/car/pose"] == 19 and counts["/node1/camera/color/image_raw"] == 19
     with pytest.raises(ValueError, match="holdout"):
         GDTMDataset(root, "holdout", img_size=8, cache="none")
 

@@ -28,13 +28,17 @@ NODES = (1, 2, 3)
 H = W = 32
 
 
-def _rot_y(deg: float) -> np.ndarray:
-    a = np.radians(deg)
-    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+def _rot(axis: int, deg: float) -> np.ndarray:
+    a, (i, j) = np.radians(deg), [(1, 2), (2, 0), (0, 1)][axis]
+    r = np.eye(3)
+    r[i, i] = r[j, j] = np.cos(a)
+    r[i, j], r[j, i] = -np.sin(a), np.sin(a)
+    return r
 
 
-# node -> world of each node: a known rotation; GDTM stores rot = its transpose (global -> local)
-NODE_TO_WORLD = {k: _rot_y(40.0 * k) @ np.diag([1.0, -1.0, -1.0]) for k in NODES}
+# node -> world of each node: a known (non-symmetric) rotation; GDTM stores rot = its
+# transpose (global -> local)
+NODE_TO_WORLD = {k: _rot(1, 40.0 * k) @ _rot(0, -110.0) for k in NODES}
 NODE_POS = {k: np.array([0.5 * k, 1.2, -1.0 + k]) for k in NODES}
 
 
@@ -185,6 +189,7 @@ def test_node_tf_from_both_pose_sources(tmp_path, pose_source):
     assert pose_source in rec.report.pose_source
     tf = _tf_from_bag(gdtm_to_bag(folder, tmp_path / "x.mcap", progress=False))
     for k in NODES:
+        assert not np.allclose(NODE_TO_WORLD[k], NODE_TO_WORLD[k].T)  # tells the conventions apart
         pose = rec.node_poses()[f"node{k}"]
         assert np.allclose(pose.rotation, NODE_TO_WORLD[k], atol=1e-12)
         assert np.allclose(pose.position, NODE_POS[k])

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
 
-.PHONY: setup test demo train bench lint
+.PHONY: setup test demo train bench lint docs-img docs-graph
 
 setup:
 	@bash scripts/setup.sh
@@ -22,3 +22,9 @@ bench: setup
 
 lint: setup
 	@$(ENV) ruff check .
+
+docs-img: setup
+	@$(ENV) bash scripts/docs_img.sh
+
+docs-graph: setup
+	@$(ENV) python -m admn_ros.nodes.graph_doc README.md

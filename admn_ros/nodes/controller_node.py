@@ -13,11 +13,11 @@ from admn_ros.msg import ComputeBudget, LayerAllocation
 from admn_ros.nodes.allocation import Allocation, Allocator
 from admn_ros.nodes.common import (
     LATCHED_QOS,
+    LIVE,
     RELIABLE_QOS,
     Diagnostics,
     Drops,
     declare,
-    params,
     resolve,
     spin_main,
     to_stamp,
@@ -33,9 +33,9 @@ PARAMS = {
     "weights": ("ADMN checkpoint (its model config sets modalities, depth, input size)",),
     "controller_weights": ("controller checkpoints: one universal (budget token) or one per "
                            "budget; empty = use `policy`",),
-    "policy": ("learned | naive | random | upper_bound | single:<modality>",),
+    "policy": ("learned | naive | random | upper_bound | single:<modality>", LIVE),
     "initial_budget": ("layers until the first ComputeBudget; 0 = all blocks", 0, 1000),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
 }
 
 
@@ -73,19 +73,31 @@ def allocation_msg(alloc: Allocation, stamp_ns: int, layers: int, modalities: li
 class ControllerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_controller", **kwargs)
-        declare(self, "admn_controller", PARAMS)
-        p = params(self, PARAMS)
+        p = declare(self, "admn_controller", PARAMS, self.on_params)
         self.allocator = build_allocator(p)
         cfg = self.allocator.cfg
         self.pre = Preprocess.from_config(cfg.backbone.img_size)
         self.layers = p["initial_budget"] or cfg.total_blocks
         self.drops = Drops(self.get_logger())
         self.stats = {"samples": 0, "allocations": 0, "budget_changes": 0}
-        self.pub = self.create_publisher(LayerAllocation, "/admn/allocation", RELIABLE_QOS)
-        self.create_subscription(ComputeBudget, "/admn/budget", self.on_budget, LATCHED_QOS)
+        self.pub = self.create_publisher(LayerAllocation, "admn/allocation", RELIABLE_QOS)
+        self.create_subscription(ComputeBudget, "admn/budget", self.on_budget, LATCHED_QOS)
         self.inputs = SensorInputs(self, cfg.modalities, self.on_sample, self.drops)
         self.diagnostics = Diagnostics(self, "allocation", self.diagnostic_values,
                                        p["diagnostics_period_s"])
+
+    def on_params(self, changes: dict) -> None:
+        """Live parameters: policy, synchroniser slop and queue, diagnostics period; a value
+        that cannot work raises ValueError (refused, nothing changed)."""
+        if "policy" in changes:
+            a = self.allocator
+            self.allocator = Allocator(a.cfg, a.universal, a.per_budget, changes["policy"])
+        if {"sync_slop_s", "sync_queue_size"} & changes.keys():
+            p = self.get_parameters(["sync_slop_s", "sync_queue_size"])
+            slop, size = (changes.get(x.name, x.value) for x in p)
+            self.inputs.retune(slop, size)
+        if "diagnostics_period_s" in changes:
+            self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     def on_budget(self, msg: ComputeBudget) -> None:
         try:

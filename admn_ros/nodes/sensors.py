@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rclpy.duration import Duration
 from sensor_msgs.msg import CompressedImage, Image
 
-from admn_ros.nodes.common import sensor_qos, stamp_ns
+from admn_ros.nodes.common import LIVE, sensor_qos, stamp_ns
 from admn_ros.nodes.sync import SampleSync, SyncedSample
 
 try:  # real ROS install
@@ -33,8 +34,8 @@ SENSOR_PARAMS = {
     "depth_topic": ("depth topic template (16UC1 mm or 32FC1 m)",),
     "radar_topic": ("radar range-doppler topic template (32FC1)",),
     "sync_slop_s": ("approximate-time slop between the camera frames of one sample, s",
-                    0.0, 1.0),
-    "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100),
+                    0.0, 1.0, LIVE),
+    "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100, LIVE),
     "radar_max_age_s": ("oldest radar frame still attached to a camera set, s", 0.0, 5.0),
     "radar_min_period_s": ("shortest interval between two radar frames of one node (more "
                            "than 2 x sync_slop_s), s", 0.0, 5.0),
@@ -72,9 +73,14 @@ class SensorInputs:
         p = {n: node.get_parameter(n).value for n in SENSOR_PARAMS}
         self.nodes = list(p["sensor_nodes"])
         keys = sensor_keys(node, modalities)
-        self.sync = SampleSync(keys, SLOW_MODALITIES, p["sync_queue_size"], p["sync_slop_s"],
-                               p["radar_max_age_s"], p["radar_min_period_s"], on_sample,
-                               on_drop)
+
+        def make_sync(queue_size: int, slop_s: float) -> SampleSync:
+            return SampleSync(keys, SLOW_MODALITIES, queue_size, slop_s, p["radar_max_age_s"],
+                              p["radar_min_period_s"], on_sample, on_drop)
+
+        self.make_sync = make_sync
+        self.sync = make_sync(p["sync_queue_size"], p["sync_slop_s"])
+        self.mf = None
         self.subs = []
         self.received = 0
         fast = []
@@ -92,6 +98,15 @@ class SensorInputs:
                 fast, p["sync_queue_size"], p["sync_slop_s"])
             self.mf.registerCallback(
                 lambda *msgs: self.sync.add_set(*[(stamp_ns(m.header.stamp), m) for m in msgs]))
+
+    def retune(self, slop_s: float, queue_size: int) -> None:
+        """New slop and queue size (live parameters): the synchroniser starts over with them
+        (the sets it held are given up). ValueError, and nothing changed, when the slop does
+        not fit the radar period."""
+        sync = self.make_sync(queue_size, slop_s)
+        if self.mf is not None:
+            self.mf.queue_size, self.mf.slop = queue_size, Duration(seconds=slop_s)
+        self.sync = sync
 
     def add(self, key: tuple[str, str], msg) -> None:
         self.received += 1

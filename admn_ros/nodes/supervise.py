@@ -31,8 +31,8 @@ PR_SET_PDEATHSIG = 1
 
 
 def cli_args(spec: NodeSpec, tmp: Path) -> list[str]:
-    """--ros-args for one node: its params files (dicts written to YAML, as launch_ros does)
-    and remappings."""
+    """--ros-args for one node: its params files (dicts written to YAML, as launch_ros does),
+    namespace and remappings."""
     args = ["--ros-args"]
     for i, p in enumerate(spec.parameters):
         if isinstance(p, dict):
@@ -40,6 +40,8 @@ def cli_args(spec: NodeSpec, tmp: Path) -> list[str]:
             f.write_text(yaml.safe_dump({spec.name: {"ros__parameters": p}}))
             p = f
         args += ["--params-file", str(p)]
+    if spec.namespace:
+        args += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
     for src, dst in spec.remappings:
         args += ["-r", f"{src}:={dst}"]
     return args

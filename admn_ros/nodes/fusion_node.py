@@ -16,7 +16,6 @@ from collections import OrderedDict, deque
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
-from rclpy.node import Node
 from visualization_msgs.msg import Marker, MarkerArray
 
 from admn_ros.data.preprocess import Preprocess
@@ -43,6 +42,7 @@ from admn_ros.nodes.localise import (
     ellipse_points,
     pose_covariance,
 )
+from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import load_admn
 from admn_ros.nodes.samples import StampedBuffer, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
@@ -61,6 +61,7 @@ PARAMS = {
                          "flattened (markers)",),
     "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0, LIVE),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
+    AUTOSTART[0]: AUTOSTART[1],
 }
 BACKBONE_KEEP = 100_000  # poses in the backbone p50: all of a bag run, bounded when live
 
@@ -69,37 +70,64 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-class FusionNode(Node):
+class FusionNode(ManagedNode):
+    """Managed node (`managed.ManagedNode`): configure loads the model and builds its engine
+    and subscribes, activate localises, deactivate stops and forgets what was buffered."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_fusion", **kwargs)
         self.p = declare(self, "admn_fusion", PARAMS, self.on_params)
-        model = load_admn(self.p["weights"])
-        self.localiser = Localiser(model, self.p["backend"])
-        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.localiser: Localiser | None = None
+        self.frames: StampedBuffer | None = None
         self.drops = Drops(self.get_logger())
         self.poses = 0
         self.backbone_ms: deque[float] = deque(maxlen=BACKBONE_KEEP)  # p50 in the diagnostics
         self.latency_ms: deque[float] = deque(maxlen=200)  # recent, for live monitoring
         self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
         self.nodes = list(self.p["sensor_nodes"])
-        self.keys = sensor_keys(self, model.cfg.modalities)
-        self.frames = self.frame_buffer(self.p["sync_slop_s"])
         self.received = 0
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()
         self.path.header.frame_id = self.p["frame_id"]
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "admn/pose", RELIABLE_QOS)
-        self.marker_pub = self.create_publisher(MarkerArray, "admn/markers", RELIABLE_QOS)
-        self.path_pub = self.create_publisher(Path, "admn/path", RELIABLE_QOS)
-        self.create_subscription(LayerAllocation, "admn/allocation", self.on_allocation,
-                                 RELIABLE_QOS)
-        self.create_subscription(PoseStamped, "mocap/car/pose", self.on_truth, SENSOR_QOS)
-        self.subs = subscribe_sensors(self, self.keys, self.on_frame)
         self.jobs: queue.Queue[tuple[int, SyncedSample, LayerAllocation] | None] = queue.Queue()
         self.worker = threading.Thread(target=self.work, daemon=True)
         self.worker.start()
         self.diagnostics = Diagnostics(self, "localisation", self.diagnostic_values,
                                        self.p["diagnostics_period_s"])
+        self.autostart(self.p["autostart"])
+
+    def load(self) -> None:
+        model = load_admn(self.p["weights"])
+        self.localiser = Localiser(model, self.p["backend"])
+        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.keys = sensor_keys(self, model.cfg.modalities)
+        self.frames = self.frame_buffer(self.p["sync_slop_s"])
+        self.pubs = [self.create_lifecycle_publisher(cls, topic, RELIABLE_QOS) for cls, topic in
+                     ((PoseWithCovarianceStamped, "admn/pose"), (MarkerArray, "admn/markers"),
+                      (Path, "admn/path"))]
+        self.pose_pub, self.marker_pub, self.path_pub = self.pubs
+        self.subs = [self.create_subscription(LayerAllocation, "admn/allocation",
+                                              self.on_allocation, RELIABLE_QOS),
+                     self.create_subscription(PoseStamped, "mocap/car/pose", self.on_truth,
+                                              SENSOR_QOS),
+                     *subscribe_sensors(self, self.keys, self.on_frame)]
+
+    def reset(self) -> None:
+        self.frames = self.frame_buffer(self.p["sync_slop_s"])
+        self.waiting.clear()
+        while True:  # the samples not yet localised are given up, not kept for later
+            try:
+                self.jobs.get_nowait()
+            except queue.Empty:
+                break
+
+    def free(self) -> None:
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        for pub in self.pubs:
+            self.destroy_lifecycle_publisher(pub)
+        self.subs, self.pubs = [], []
+        self.localiser = self.frames = None
 
     def frame_buffer(self, slop_s: float) -> StampedBuffer:
         return StampedBuffer(self.keys, SLOW_MODALITIES, int(slop_s * NS),
@@ -109,13 +137,15 @@ class FusionNode(Node):
     def on_params(self, changes: dict) -> None:
         """Live parameters (path length and ground-truth age are read where used): a new slop
         starts the frame buffer over (ValueError when it does not fit the radar period)."""
-        if "sync_slop_s" in changes:
+        if "sync_slop_s" in changes and self.frames is not None:
             self.frames = self.frame_buffer(changes["sync_slop_s"])
         if "diagnostics_period_s" in changes:
             self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     # ---------------------------------------------------------------- callbacks
     def on_frame(self, key: tuple[str, str], msg) -> None:
+        if not self.take():
+            return
         self.received += 1
         if not self.frames.add(key, stamp_ns(msg.header.stamp), msg):
             self.drops("clock_backwards", "sensor stamps jumped back; buffers cleared")
@@ -123,6 +153,8 @@ class FusionNode(Node):
             self.run_ready()
 
     def on_allocation(self, msg: LayerAllocation) -> None:
+        if not self.take():
+            return
         self.waiting[stamp_ns(msg.header.stamp)] = msg
         while len(self.waiting) > self.p["pair_buffer"]:
             self.waiting.popitem(last=False)
@@ -152,11 +184,14 @@ class FusionNode(Node):
         while (job := self.jobs.get()) is not None:
             stamp, sample, alloc = job
             est = self.localise(sample, alloc)
-            if est is not None:
+            if est is not None and self.active:
                 self.publish(stamp, est)
 
     def localise(self, sample: SyncedSample, alloc: LayerAllocation) -> Estimate | None:
-        model = self.localiser.model
+        localiser = self.localiser  # one job runs on what was loaded when it started
+        if localiser is None:
+            return None
+        model = localiser.model
         try:
             active = active_from_msg(alloc.active, alloc.modalities, alloc.layers_per_modality,
                                      model)
@@ -165,7 +200,7 @@ class FusionNode(Node):
             return None
         try:
             inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.pre)
-            return self.localiser(inputs, active)
+            return localiser(inputs, active)
         except InputError as exc:
             self.drops(exc.reason, str(exc))
         except (ValueError, RuntimeError) as exc:
@@ -219,12 +254,12 @@ class FusionNode(Node):
     def diagnostic_values(self) -> dict:
         """Totals for `admn run` and live monitoring (latencies: the last 200 poses)."""
         lat = list(self.latency_ms)
-        return {"received": self.received, "poses": self.poses,
+        return {**self.lifecycle_values(), "received": self.received, "poses": self.poses,
                 "waiting": len(self.waiting) + self.jobs.qsize(),
                 "backbone_ms_p50": round(percentile(self.backbone_ms, 50), 3),
                 "latency_ms_p50": round(percentile(lat, 50), 2),
                 "latency_ms_p95": round(percentile(lat, 95), 2),
-                "backend": self.localiser.backend,
+                "backend": self.localiser.backend if self.localiser else "",
                 "sensor_positions": json.dumps(list(self.p["sensor_positions"])),
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 

@@ -66,10 +66,12 @@ def subscribe_sensors(node, keys: list[tuple[str, str]], on_msg: Callable) -> li
 
 
 class SensorInputs:
-    """Creates the subscriptions on `node`; calls `on_sample(SyncedSample)` / `on_drop(reason)`."""
+    """Creates the subscriptions on `node`; calls `on_sample(SyncedSample)` / `on_drop(reason)`.
+    A frame for which `accept()` is false (a managed node not active) is let go on arrival."""
 
     def __init__(self, node, modalities: list[str], on_sample: Callable[[SyncedSample], None],
-                 on_drop: Callable[[str], None]) -> None:
+                 on_drop: Callable[[str], None],
+                 accept: Callable[[], bool] = lambda: True) -> None:
         p = {n: node.get_parameter(n).value for n in SENSOR_PARAMS}
         self.nodes = list(p["sensor_nodes"])
         keys = sensor_keys(node, modalities)
@@ -78,10 +80,11 @@ class SensorInputs:
             return SampleSync(keys, SLOW_MODALITIES, queue_size, slop_s, p["radar_max_age_s"],
                               p["radar_min_period_s"], on_sample, on_drop)
 
-        self.make_sync = make_sync
+        self.make_sync, self.accept = make_sync, accept
+        self.tuning = (p["sync_slop_s"], p["sync_queue_size"])
         self.sync = make_sync(p["sync_queue_size"], p["sync_slop_s"])
         self.mf = None
-        self.subs = []
+        self.subs, self.fast = [], []
         self.received = 0
         fast = []
         for key in keys:
@@ -96,8 +99,9 @@ class SensorInputs:
         if fast:  # real ROS: message_filters pairs the cameras, SampleSync attaches radar
             self.mf = message_filters.ApproximateTimeSynchronizer(
                 fast, p["sync_queue_size"], p["sync_slop_s"])
-            self.mf.registerCallback(
-                lambda *msgs: self.sync.add_set(*[(stamp_ns(m.header.stamp), m) for m in msgs]))
+            self.mf.registerCallback(lambda *msgs: self.accept() and self.sync.add_set(
+                *[(stamp_ns(m.header.stamp), m) for m in msgs]))
+            self.fast = fast
 
     def retune(self, slop_s: float, queue_size: int) -> None:
         """New slop and queue size (live parameters): the synchroniser starts over with them
@@ -106,8 +110,22 @@ class SensorInputs:
         sync = self.make_sync(queue_size, slop_s)
         if self.mf is not None:
             self.mf.queue_size, self.mf.slop = queue_size, Duration(seconds=slop_s)
-        self.sync = sync
+            for q in self.mf.queues:
+                q.clear()
+        self.sync, self.tuning = sync, (slop_s, queue_size)
+
+    def reset(self) -> None:
+        """Forget every frame and set held (a managed node stopping or starting)."""
+        self.retune(*self.tuning)
+
+    def destroy(self, node) -> None:
+        """Destroy the subscriptions (a managed node's cleanup)."""
+        for sub in [*self.subs, *(f.sub for f in self.fast)]:
+            node.destroy_subscription(sub)
+        self.subs, self.fast = [], []
 
     def add(self, key: tuple[str, str], msg) -> None:
+        if not self.accept():
+            return
         self.received += 1
         self.sync.add(key, stamp_ns(msg.header.stamp), msg)

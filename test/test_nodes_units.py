@@ -582,3 +582,14 @@ def test_summary_compares_block_shares_inside_and_outside_injections():
         "4": {"samples_inside": 1, "share_inside": {"rgb": 0.25, "radar": 0.75},
               "samples_outside": 3, "share_outside": {"rgb": 0.583, "radar": 0.417}}}
     assert summarise(RunRecord(modalities=["rgb"], allocations=[alloc(0, 1, 0)]))["injected"] == {}
+
+
+def test_parameter_table_in_docs_matches_the_declarations():
+    from admn_ros.nodes.params_doc import DOC, main, render
+
+    text = (ROOT / DOC).read_text()
+    assert text == render(), "stale: python -m admn_ros.nodes.params_doc --write"
+    assert main(["--check"]) == 0
+    # every declared parameter has its row, live ones marked (a sample of each kind)
+    assert "| `policy` | `\"learned\"` |  | live |" in text
+    assert "| `weights` | `\"models/admn_demo.pt\"` |  | read-only |" in text

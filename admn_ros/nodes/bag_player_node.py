@@ -18,10 +18,10 @@ from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
 from admn_ros.nodes.common import (
+    LIVE,
     REPLAY_DEPTH,
     Diagnostics,
     declare,
-    params,
     spin_main,
     to_stamp,
 )
@@ -37,7 +37,7 @@ PARAMS = {
     "image_topic_prefix": ("prefix for image topics (e.g. raw/ when the injector sits between "
                            "the bag and the graph); empty = recorded names",),
     "exclude_topics": ("regular expression of topics not to play; empty = play all",),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
 }
 PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REPLAY_DEPTH,
                       reliability=ReliabilityPolicy.RELIABLE)
@@ -75,8 +75,8 @@ class ReplayClock:
 class BagPlayerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_bag_player", **kwargs)
-        declare(self, "admn_bag_player", PARAMS)
-        self.p = params(self, PARAMS)
+        self.p = declare(self, "admn_bag_player", PARAMS,
+                         lambda c: self.diagnostics.set_period(c["diagnostics_period_s"]))
         path = Path(self.p["bag"]).expanduser()
         if not self.p["bag"] or not path.exists():
             raise FileNotFoundError(f"bag not found: {path} (make one with `admn generate` and "

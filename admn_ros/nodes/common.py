@@ -163,10 +163,6 @@ def declare(node, section: str, specs: dict[str, tuple],
     return values
 
 
-def params(node, names) -> dict[str, Any]:
-    return {n: node.get_parameter(n).value for n in names}
-
-
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS + int(stamp.nanosec)
 

@@ -8,7 +8,6 @@ import sys
 
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
-from tf2_msgs.msg import TFMessage
 
 from admn_ros.nodes.common import LATCHED_QOS, LIVE, Diagnostics, declare, spin_main
 from admn_ros.nodes.frames import MAP_IN_WORLD_QUAT
@@ -33,6 +32,7 @@ class FramesNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_frames", **kwargs)
         self.p = declare(self, "admn_frames", PARAMS, self.on_params)
+        from tf2_msgs.msg import TFMessage  # here, so PARAMS imports where tf2_msgs is absent
         # /tf_static as tf2's static broadcaster: reliable, transient local, the last message
         self.pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_QOS)
         self.transform = world_to_map_transform(self.p["world_frame_id"],

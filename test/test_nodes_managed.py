@@ -14,6 +14,8 @@ import rclpy
 import torch
 from admn_ros.msg import ComputeBudget, LayerAllocation
 from geometry_msgs.msg import PoseWithCovarianceStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -198,8 +200,14 @@ def test_lifecycle_configure_activate_deactivate_activate_cleanup(ros, work):
     assert ctl.allocator is None and fus.localiser is None  # nothing loaded yet
 
     thirds = [frames[i * len(frames) // 4:(i + 1) * len(frames) // 4] for i in range(4)]
-    for n in (ctl, fus):
-        assert n.trigger_configure() == OK and n.state == "inactive"
+    # a lifecycle manager's way: the node's change_state service (ros2 lifecycle set ...)
+    client = probe.node.create_client(ChangeState, "admn_controller/change_state")
+    assert client.wait_for_service(timeout_sec=WAIT_S)
+    future = client.call_async(ChangeState.Request(
+        transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+    assert spin_until(ros, future.done) and future.result().success
+    assert fus.trigger_configure() == OK
+    assert (ctl.state, fus.state) == ("inactive", "inactive")
     assert ctl.allocator is not None and fus.localiser is not None
     probe.play(thirds[0])  # inactive: taken in by nobody
     probe.settle()

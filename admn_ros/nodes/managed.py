@@ -64,9 +64,11 @@ class ManagedNode(LifecycleNode, metaclass=ABCMeta):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.load()
-        except (WeightsError, *STARTUP_ERRORS) as exc:
+        except Exception as exc:  # rclpy would swallow it: keep it for `autostart` to raise
             self.load_error = exc
-            self.get_logger().error(f"configure failed: {exc}")
+            expected = isinstance(exc, (WeightsError, *STARTUP_ERRORS))
+            self.get_logger().error(f"configure failed: {exc}"
+                                    + ("" if expected else f" ({type(exc).__name__})"))
             return FAILURE
         self.loaded, self.state = True, "inactive"
         return SUCCESS

@@ -334,7 +334,8 @@ def test_graph_description_entries(tmp_path):
     live = describe_graph(GraphOptions(topics=str(ROOT / "config/topics/realsense_ti.yaml")))
     assert "admn_bag_player" not in [s.name for s in live]
     # replay: every recorded frame counts (reliable); live: a late frame is worthless
-    assert {s.parameters[1]["sensor_reliability"] for s in live if s.name != "admn_power_monitor"
+    assert {s.parameters[1]["sensor_reliability"] for s in live
+            if s.name not in ("admn_power_monitor", "admn_frames")
             } == {"best_effort"}
     remaps = dict(live[1].remappings)
     assert remaps["node1/camera/color/image_raw"].startswith("/")

@@ -23,6 +23,7 @@ ARGUMENTS = {
     "inject": ("", "corruption schedule (config/inject/*.yaml); empty = none"),
     "topics": ("", "live mode: driver topics -> graph inputs (config/topics/*.yaml)"),
     "player": ("admn", "admn = the package's bag player | ros2 = `ros2 bag play --clock`"),
+    "namespace": ("", "namespace of the whole graph (e.g. car2: /car2/admn/pose); empty = root"),
 }
 
 
@@ -32,13 +33,15 @@ def options_from(context) -> GraphOptions:
     return GraphOptions(bag=arg["bag"] if use_admn_player else "", weights=arg["weights"],
                         budget=arg["budget"], budget_profile=arg["budget_profile"],
                         backend=arg["backend"], rate=float(arg["rate"]), inject=arg["inject"],
-                        topics=arg["topics"], use_sim_time=bool(arg["bag"]))
+                        topics=arg["topics"], use_sim_time=bool(arg["bag"]),
+                        namespace=arg["namespace"])
 
 
 def build(context):
     arg = context.launch_configurations
     actions = [Node(package="admn_ros", executable=spec.executable, name=spec.name,
-                    parameters=spec.parameters, remappings=spec.remappings, output="screen")
+                    namespace=spec.namespace or None, parameters=spec.parameters,
+                    remappings=spec.remappings, output="screen")
                for spec in describe_graph(options_from(context))]
     if arg["bag"] and arg["player"] == "ros2":
         actions.append(ExecuteProcess(cmd=["ros2", "bag", "play", arg["bag"], "--clock",

@@ -52,12 +52,13 @@ def admn_run(out: Path, bag: Path, *extra: str, weights: Path | None = None,
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=os.environ)
 
 
-def read_outputs(path: Path) -> dict[str, list]:
+def read_outputs(path: Path, ns: str = "") -> dict[str, list]:
     out: dict[str, list] = {}
     with AnyReader([path], default_typestore=typestore_with_admn()) as r:
         for conn, _, raw in r.messages():
-            if conn.topic in ("/admn/pose", "/admn/allocation", "/admn/budget"):
-                out.setdefault(conn.topic, []).append(r.deserialize(raw, conn.msgtype))
+            if conn.topic in (f"{ns}/admn/pose", f"{ns}/admn/allocation", f"{ns}/admn/budget"):
+                out.setdefault(conn.topic.removeprefix(ns), []).append(
+                    r.deserialize(raw, conn.msgtype))
     return out
 
 
@@ -91,7 +92,8 @@ def test_every_sample_gives_one_allocation_and_one_pose_with_its_stamp(stepped_r
     assert summary["allocations_out"] == len(allocs) == summary["samples_synced"]
     assert len(set(allocs)) == len(allocs)
     assert sorted(poses) == sorted(allocs) and summary["poses_out"] == len(poses)
-    assert all(m.header.frame_id == "world" for m in msgs["/admn/pose"])
+    assert all(m.header.frame_id == "map" and m.pose.pose.position.z == 0.0
+               for m in msgs["/admn/pose"])  # REP 103: z up, the car on the floor
     for key in ("frames_in", "poses_out", "dropped", "mean_error_cm", "mean_active_layers",
                 "budget_changes", "latency_ms", "controller_ms_p50", "backbone_ms_p50"):
         assert key in summary
@@ -214,3 +216,50 @@ def test_blinding_a_camera_moves_layers_away_from_rgb(work):
         if inside or t < 2.8 or t > 6.5:
             rgb[inside].append(sum(m.active[: m.layers_per_modality]))
     assert np.mean(rgb[True]) < np.mean(rgb[False])
+
+
+def shifted_bag(src: Path, dst: Path, offset_ns: int) -> Path:
+    """The bag with every header stamp (and record time) moved by `offset_ns`."""
+    ts = typestore_with_admn()
+    with AnyReader([src]) as r, Writer(dst.with_suffix(""), version=9,
+                                       storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=ts)
+                 for c in r.connections if c.msgtype.startswith(("sensor", "geometry"))}
+        for c, t, raw in r.messages():
+            if c.topic in conns:
+                msg = r.deserialize(raw, c.msgtype)
+                sec, nsec = divmod(ns(msg) + offset_ns, 1_000_000_000)
+                msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nsec
+                w.write(conns[c.topic], t + offset_ns, ts.serialize_cdr(msg, c.msgtype))
+    (inner,) = dst.with_suffix("").glob("*.mcap")
+    inner.replace(dst)
+    return dst
+
+
+def camera_stamps(bag: Path) -> set[int]:
+    with AnyReader([bag]) as r:
+        return {ns(r.deserialize(raw, c.msgtype)) for c, _, raw in r.messages()
+                if c.topic.endswith("color/image_raw")}
+
+
+def test_two_graphs_in_two_namespaces_on_one_domain_do_not_cross(work):
+    d, bag = work
+    bags = {"car1": bag, "car2": shifted_bag(bag, d / "later.mcap", 1000 * 1_000_000_000)}
+    args = [[sys.executable, "-m", "admn_ros.cli", "run", "--bag", str(b), "--out",
+             str(d / ns_), "--rate", "0.5", "--no-plots", "--namespace", ns_, "--budget", "12",
+             "--weights", str(d / "admn.pt"), "--controller-weights",
+             str(d / "controller_L12.pt")] for ns_, b in bags.items()]
+    procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=os.environ) for a in args]  # at the same time
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    for ns_, b in bags.items():
+        summary = json.loads((d / ns_ / "summary.json").read_text())
+        own, other = camera_stamps(b), camera_stamps(bags["car2" if ns_ == "car1" else "car1"])
+        poses = {ns(m) for m in read_outputs(d / ns_ / "output.mcap", f"/{ns_}")["/admn/pose"]}
+        assert poses and poses <= own and not poses & other  # its own bag, only
+        # every frame of its own bag reached its readers, none of the other graph's
+        assert summary["frames_received"] == {"controller": summary["frames_in"],
+                                              "fusion": summary["frames_in"]}
+        assert summary["poses_out"] == summary["allocations_out"] == len(poses)

@@ -26,6 +26,7 @@ from admn_ros.nodes.power import (
     detect_source,
 )
 from admn_ros.nodes.samples import StampedBuffer
+from admn_ros.nodes.supervise import cli_args
 from admn_ros.nodes.sync import ApproximateSync, LatestWithin, SampleSync
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,15 +313,17 @@ def test_inject_schedule_and_corruption(tmp_path):
 
 
 # ------------------------------------------------------------------ graph + launch file
-def test_graph_description_entries():
+def test_graph_description_entries(tmp_path):
     specs = describe_graph(GraphOptions(bag="x.mcap", inject="config/inject/demo_blind_rgb.yaml",
                                         budget="12", backend="eager"))
     names = [s.name for s in specs]
+    frames = ["admn_frames"] if importlib.util.find_spec("tf2_msgs") else []
     assert names == ["admn_power_monitor", "admn_controller", "admn_fusion",
-                     "admn_corruption_injector", "admn_bag_player"]
+                     "admn_corruption_injector", *frames, "admn_bag_player"]
     by = {s.name: s for s in specs}
     assert by["admn_power_monitor"].parameters[1]["manual_budget"] == 12
-    assert by["admn_bag_player"].parameters[1]["image_topic_prefix"] == "/raw"
+    assert by["admn_bag_player"].parameters[1]["image_topic_prefix"] == "raw/"
+    assert by["admn_corruption_injector"].parameters[1]["input_prefix"] == "raw/"
     # the replay starts once every sensor topic's readers are matched (late ones miss frames)
     assert by["admn_bag_player"].parameters[1]["min_subscribers"] == 1  # the injector
     assert by["admn_corruption_injector"].parameters[1]["min_subscribers"] == 2
@@ -331,11 +334,21 @@ def test_graph_description_entries():
     live = describe_graph(GraphOptions(topics=str(ROOT / "config/topics/realsense_ti.yaml")))
     assert "admn_bag_player" not in [s.name for s in live]
     # replay: every recorded frame counts (reliable); live: a late frame is worthless
-    assert {s.parameters[1]["sensor_reliability"] for s in live if s.name != "admn_power_monitor"
+    assert {s.parameters[1]["sensor_reliability"] for s in live
+            if s.name not in ("admn_power_monitor", "admn_frames")
             } == {"best_effort"}
     remaps = dict(live[1].remappings)
-    assert remaps["/node1/camera/color/image_raw"].startswith("/")
+    assert remaps["node1/camera/color/image_raw"].startswith("/")
     assert topic_remappings("") == []
+    # at the root nothing moves; in a namespace every node goes there with /clock and tf
+    assert all(not s.namespace and not set(dict(s.remappings)) & {"/clock", "/tf_static"}
+               for s in plain)
+    car2 = describe_graph(GraphOptions(bag="x.mcap", namespace="car2"))
+    for spec in car2:
+        assert spec.namespace == "car2"
+        assert ("/clock", "clock") in spec.remappings and ("/tf_static", "tf_static") in \
+            spec.remappings
+        assert "-r" in (args := cli_args(spec, tmp_path)) and "__ns:=/car2" in args
 
 
 def load_launch_with_stubs(monkeypatch):
@@ -378,7 +391,7 @@ def test_launch_file_builds_one_node_per_description_entry(monkeypatch):
     ctx = types.SimpleNamespace(launch_configurations={
         "bag": "/data/x.mcap", "weights": "", "budget": "simulated", "budget_profile": "",
         "backend": "auto", "rate": "0.5", "rviz": "true", "inject": "", "topics": "",
-        "player": "admn"})
+        "player": "admn", "namespace": ""})
     (opaque,) = [a for a in actions if type(a).__name__ == "OpaqueFunction"]
     built = opaque.kwargs["function"](ctx)
     nodes = [a for a in built if type(a).__name__ == "Node"]
@@ -570,3 +583,14 @@ def test_summary_compares_block_shares_inside_and_outside_injections():
         "4": {"samples_inside": 1, "share_inside": {"rgb": 0.25, "radar": 0.75},
               "samples_outside": 3, "share_outside": {"rgb": 0.583, "radar": 0.417}}}
     assert summarise(RunRecord(modalities=["rgb"], allocations=[alloc(0, 1, 0)]))["injected"] == {}
+
+
+def test_parameter_table_in_docs_matches_the_declarations():
+    from admn_ros.nodes.params_doc import DOC, main, render
+
+    text = (ROOT / DOC).read_text()
+    assert text == render(), "stale: python -m admn_ros.nodes.params_doc --write"
+    assert main(["--check"]) == 0
+    # every declared parameter has its row, live ones marked (a sample of each kind)
+    assert "| `policy` | `\"learned\"` |  | live |" in text
+    assert "| `weights` | `\"models/admn_demo.pt\"` |  | read-only |" in text

@@ -18,10 +18,10 @@ from rosbags.highlevel import AnyReader
 from rosgraph_msgs.msg import Clock
 
 from admn_ros.nodes.common import (
+    LIVE,
     REPLAY_DEPTH,
     Diagnostics,
     declare,
-    params,
     spin_main,
     to_stamp,
 )
@@ -34,10 +34,10 @@ PARAMS = {
     "start_delay_s": ("longest wait for subscribers before the first message, s", 0.0, 60.0),
     "min_subscribers": ("start once every image topic has this many subscribers", 1, 100),
     "loop": ("start again at the end (the clock then jumps backwards)",),
-    "image_topic_prefix": ("prefix for image topics (e.g. /raw when the injector sits between "
+    "image_topic_prefix": ("prefix for image topics (e.g. raw/ when the injector sits between "
                            "the bag and the graph); empty = recorded names",),
     "exclude_topics": ("regular expression of topics not to play; empty = play all",),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
 }
 PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=REPLAY_DEPTH,
                       reliability=ReliabilityPolicy.RELIABLE)
@@ -75,8 +75,8 @@ class ReplayClock:
 class BagPlayerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_bag_player", **kwargs)
-        declare(self, "admn_bag_player", PARAMS)
-        self.p = params(self, PARAMS)
+        self.p = declare(self, "admn_bag_player", PARAMS,
+                         lambda c: self.diagnostics.set_period(c["diagnostics_period_s"]))
         path = Path(self.p["bag"]).expanduser()
         if not self.p["bag"] or not path.exists():
             raise FileNotFoundError(f"bag not found: {path} (make one with `admn generate` and "
@@ -103,7 +103,7 @@ class BagPlayerNode(Node):
             if cls is None or (exclude and exclude.search(conn.topic)):
                 skipped.append(f"{conn.topic} ({conn.msgtype})")
                 continue
-            topic = conn.topic
+            topic = conn.topic.lstrip("/")  # relative: the graph's namespace applies
             if conn.msgtype in IMAGE_TYPES:
                 topic = self.p["image_topic_prefix"] + topic
             qos = LATCHED if "static" in conn.topic else PLAY_QOS

@@ -11,11 +11,16 @@ from collections import Counter
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.qos import (
@@ -89,29 +94,73 @@ def node_defaults(node_name: str) -> dict[str, Any]:
     return dict(data[node_name].get("ros__parameters", {}))
 
 
-def declare(node, section: str, specs: dict[str, tuple]) -> None:
-    """Declare parameters with descriptors; defaults from config/nodes.yaml `section`.
+LIVE = "live"  # last element of a parameter spec: the parameter may change while running
 
-    specs: name -> (description,) or (description, lo, hi) for a numeric range.
+
+class ParamSpec(NamedTuple):
+    """One declared parameter, as `declare` reads a spec tuple."""
+
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    live: bool = False
+
+
+def param_spec(spec: tuple) -> ParamSpec:
+    """(description[, lo, hi][, LIVE]) -> ParamSpec."""
+    live = spec[-1] == LIVE
+    body = spec[:-1] if live else spec
+    if len(body) not in (1, 3):
+        raise ValueError(f"parameter spec: expected (description[, lo, hi][, LIVE]), got {spec!r}")
+    return ParamSpec(body[0], *(body[1:] or (None, None)), live=live)
+
+
+def descriptor(spec: ParamSpec, value: Any) -> ParameterDescriptor:
+    """Description, range, and read_only unless the parameter is live."""
+    desc = ParameterDescriptor(description=spec.description, read_only=not spec.live)
+    if spec.lo is not None:
+        if isinstance(value, float):
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.lo), to_value=float(spec.hi), step=0.0)]
+        else:
+            desc.integer_range = [IntegerRange(from_value=int(spec.lo), to_value=int(spec.hi),
+                                               step=1)]
+    return desc
+
+
+def declare(node, section: str, specs: dict[str, tuple],
+            on_change: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Declare parameters with descriptors; defaults from config/nodes.yaml `section`.
+    Returns their values: the node's view of its parameters, kept current.
+
+    specs: name -> (description[, lo, hi][, LIVE]). Without LIVE a parameter is read_only
+    (`ros2 param set` is refused). A change of live ones is checked by rclpy against the
+    range, then passed to `on_change({name: value})`, which applies it or raises ValueError
+    saying why it is refused (the setter gets that reason); accepted values land in the dict.
     """
     defaults = node_defaults(section)
+    if on_change is None and any(param_spec(s).live for s in specs.values()):
+        raise ValueError(f"{section}: live parameters need an on_change to apply them")
+    values: dict[str, Any] = {}
     for name, spec in specs.items():
         if name not in defaults:
             raise ValueError(f"config/nodes.yaml [{section}]: missing default for {name!r}")
-        value = defaults[name]
-        desc = ParameterDescriptor(description=spec[0])
-        if len(spec) == 3:
-            if isinstance(value, float):
-                desc.floating_point_range = [FloatingPointRange(
-                    from_value=float(spec[1]), to_value=float(spec[2]), step=0.0)]
-            else:
-                desc.integer_range = [IntegerRange(from_value=int(spec[1]), to_value=int(spec[2]),
-                                                   step=1)]
-        node.declare_parameter(name, value, desc)
+        node.declare_parameter(name, defaults[name], descriptor(param_spec(spec), defaults[name]))
+        values[name] = node.get_parameter(name).value
 
+    def on_set(changed) -> SetParametersResult:
+        # rclpy has refused read-only and out-of-range values before this is called
+        changes = {p.name: p.value for p in changed if p.name in specs}
+        if changes and on_change is not None:
+            try:
+                on_change(changes)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            values.update(changes)
+        return SetParametersResult(successful=True)
 
-def params(node, names) -> dict[str, Any]:
-    return {n: node.get_parameter(n).value for n in names}
+    node.add_on_set_parameters_callback(on_set)
+    return values
 
 
 def stamp_ns(stamp) -> int:
@@ -170,7 +219,13 @@ class Diagnostics:
                  period_s: float) -> None:
         self.node, self.title, self.values = node, title, values
         self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        steady_timer(node, period_s, self.publish)
+        self.timer = steady_timer(node, period_s, self.publish)
+
+    def set_period(self, period_s: float) -> None:
+        """A new publishing period (the live `diagnostics_period_s`)."""
+        self.timer.cancel()
+        self.node.destroy_timer(self.timer)
+        self.timer = steady_timer(self.node, period_s, self.publish)
 
     def publish(self) -> None:
         values = self.values()

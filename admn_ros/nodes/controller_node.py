@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from rclpy.node import Node
-
 from admn_ros.core.checkpoint import read_checkpoint
 from admn_ros.core.config import load_model_config
 from admn_ros.data.preprocess import Preprocess
@@ -13,16 +11,17 @@ from admn_ros.msg import ComputeBudget, LayerAllocation
 from admn_ros.nodes.allocation import Allocation, Allocator
 from admn_ros.nodes.common import (
     LATCHED_QOS,
+    LIVE,
     RELIABLE_QOS,
     Diagnostics,
     Drops,
     declare,
-    params,
     resolve,
     spin_main,
     to_stamp,
 )
 from admn_ros.nodes.images import InputError
+from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
 from admn_ros.nodes.samples import sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SensorInputs
@@ -33,9 +32,10 @@ PARAMS = {
     "weights": ("ADMN checkpoint (its model config sets modalities, depth, input size)",),
     "controller_weights": ("controller checkpoints: one universal (budget token) or one per "
                            "budget; empty = use `policy`",),
-    "policy": ("learned | naive | random | upper_bound | single:<modality>",),
+    "policy": ("learned | naive | random | upper_bound | single:<modality>", LIVE),
     "initial_budget": ("layers until the first ComputeBudget; 0 = all blocks", 0, 1000),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
+    AUTOSTART[0]: AUTOSTART[1],
 }
 
 
@@ -70,24 +70,57 @@ def allocation_msg(alloc: Allocation, stamp_ns: int, layers: int, modalities: li
     return msg
 
 
-class ControllerNode(Node):
+class ControllerNode(ManagedNode):
+    """Managed node (`managed.ManagedNode`): configure loads the controllers and subscribes,
+    activate allocates, deactivate stops and forgets the frames it held."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_controller", **kwargs)
-        declare(self, "admn_controller", PARAMS)
-        p = params(self, PARAMS)
-        self.allocator = build_allocator(p)
-        cfg = self.allocator.cfg
-        self.pre = Preprocess.from_config(cfg.backbone.img_size)
-        self.layers = p["initial_budget"] or cfg.total_blocks
+        self.p = declare(self, "admn_controller", PARAMS, self.on_params)
+        self.allocator: Allocator | None = None
+        self.inputs: SensorInputs | None = None
+        self.layers = 0
         self.drops = Drops(self.get_logger())
         self.stats = {"samples": 0, "allocations": 0, "budget_changes": 0}
-        self.pub = self.create_publisher(LayerAllocation, "/admn/allocation", RELIABLE_QOS)
-        self.create_subscription(ComputeBudget, "/admn/budget", self.on_budget, LATCHED_QOS)
-        self.inputs = SensorInputs(self, cfg.modalities, self.on_sample, self.drops)
         self.diagnostics = Diagnostics(self, "allocation", self.diagnostic_values,
-                                       p["diagnostics_period_s"])
+                                       self.p["diagnostics_period_s"])
+        self.autostart(self.p["autostart"])
+
+    def load(self) -> None:
+        self.allocator = build_allocator(self.p)
+        cfg = self.allocator.cfg
+        self.pre = Preprocess.from_config(cfg.backbone.img_size)
+        self.layers = self.p["initial_budget"] or cfg.total_blocks
+        self.pub = self.create_lifecycle_publisher(LayerAllocation, "admn/allocation",
+                                                   RELIABLE_QOS)
+        self.budget_sub = self.create_subscription(ComputeBudget, "admn/budget",
+                                                   self.on_budget, LATCHED_QOS)
+        self.inputs = SensorInputs(self, cfg.modalities, self.on_sample, self.drops, self.take)
+
+    def reset(self) -> None:
+        self.inputs.reset()
+
+    def free(self) -> None:
+        self.inputs.destroy(self)
+        self.destroy_subscription(self.budget_sub)
+        self.destroy_lifecycle_publisher(self.pub)
+        self.allocator = self.inputs = None
+
+    def on_params(self, changes: dict) -> None:
+        """Live parameters: policy, synchroniser slop and queue, diagnostics period; a value
+        that cannot work raises ValueError (refused, nothing changed). Unconfigured, the
+        values wait for configure."""
+        if "policy" in changes and self.allocator is not None:
+            a = self.allocator
+            self.allocator = Allocator(a.cfg, a.universal, a.per_budget, changes["policy"])
+        if {"sync_slop_s", "sync_queue_size"} & changes.keys() and self.inputs is not None:
+            merged = {**self.p, **changes}
+            self.inputs.retune(merged["sync_slop_s"], merged["sync_queue_size"])
+        if "diagnostics_period_s" in changes:
+            self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     def on_budget(self, msg: ComputeBudget) -> None:
+        """The budget in force (kept while inactive: it is state, not work)."""
         try:
             self.allocator.check_budget(int(msg.layers))
         except ValueError as exc:
@@ -119,8 +152,10 @@ class ControllerNode(Node):
         self.stats["allocations"] += 1
 
     def diagnostic_values(self) -> dict:
-        return {**self.stats, "budget": self.layers, "received": self.inputs.received,
-                "held": len(self.inputs.sync.held),
+        inputs = self.inputs
+        return {**self.lifecycle_values(), **self.stats, "budget": self.layers,
+                "received": inputs.received if inputs else 0,
+                "held": len(inputs.sync.held) if inputs else 0,
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 
 

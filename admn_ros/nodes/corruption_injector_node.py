@@ -6,16 +6,17 @@ import json
 import sys
 
 import torch
+import yaml
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from admn_ros.data.config import load_data_config
 from admn_ros.data.image_codec import image_to_numpy, numpy_to_image_fields
 from admn_ros.nodes.common import (
+    LIVE,
     NS,
     Diagnostics,
     declare,
-    params,
     resolve,
     sensor_qos,
     spin_main,
@@ -25,7 +26,7 @@ from admn_ros.nodes.inject import Corruption, corrupt_frame, load_schedule
 from admn_ros.nodes.sensors import topic_of
 
 PARAMS = {
-    "schedule": ("corruption schedule (config/inject/*.yaml); empty = pass through",),
+    "schedule": ("corruption schedule (config/inject/*.yaml); empty = pass through", LIVE),
     "input_prefix": ("reads <prefix><topic> and publishes <topic>",),
     "sensor_nodes": ("sensor node names",),
     "rgb_topic": ("RGB topic template",),
@@ -37,16 +38,25 @@ PARAMS = {
                    "with; 0 = per raw pixel (averages out when frames are resized)", 0, 4096),
     "sensor_reliability": ("QoS of the sensor topics in and out: best_effort or reliable",),
     "min_subscribers": ("readers each output needs before the injector reports ready", 1, 100),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
 }
+
+
+def schedule_of(path: str) -> list[Corruption]:
+    """The corruptions of a schedule file; empty path = none; ValueError says what is wrong."""
+    if not path:
+        return []
+    try:
+        return load_schedule(resolve(path))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"schedule {path!r}: cannot read it ({exc})") from None
 
 
 class CorruptionInjectorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_corruption_injector", **kwargs)
-        declare(self, "admn_corruption_injector", PARAMS)
-        self.p = params(self, PARAMS)
-        self.schedule = load_schedule(resolve(self.p["schedule"])) if self.p["schedule"] else []
+        self.p = declare(self, "admn_corruption_injector", PARAMS, self.on_params)
+        self.schedule = schedule_of(self.p["schedule"])
         self.depth_max_mm = load_data_config().preprocess.depth_max_mm
         self.generator = torch.Generator().manual_seed(self.p["seed"])
         self.t0_ns: int | None = None
@@ -63,6 +73,13 @@ class CorruptionInjectorNode(Node):
                     lambda msg, k=(node, modality): self.on_frame(k, msg), qos))
         self.diagnostics = Diagnostics(self, "injection", self.diagnostic_values,
                                        self.p["diagnostics_period_s"])
+
+    def on_params(self, changes: dict) -> None:
+        """Live parameters: a new schedule (its times still count from the first frame)."""
+        if "schedule" in changes:
+            self.schedule = schedule_of(changes["schedule"])
+        if "diagnostics_period_s" in changes:
+            self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     def on_frame(self, key: tuple[str, str], msg: Image) -> None:
         stamp = stamp_ns(msg.header.stamp)

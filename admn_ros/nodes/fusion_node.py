@@ -16,23 +16,23 @@ from collections import OrderedDict, deque
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
-from rclpy.node import Node
 from visualization_msgs.msg import Marker, MarkerArray
 
 from admn_ros.data.preprocess import Preprocess
 from admn_ros.msg import LayerAllocation
 from admn_ros.nodes.common import (
+    LIVE,
     NS,
     RELIABLE_QOS,
     SENSOR_QOS,
     Diagnostics,
     Drops,
     declare,
-    params,
     spin_main,
     stamp_ns,
     to_stamp,
 )
+from admn_ros.nodes.frames import ground_to_map, world_to_map
 from admn_ros.nodes.images import InputError
 from admn_ros.nodes.localise import (
     CM,
@@ -42,6 +42,7 @@ from admn_ros.nodes.localise import (
     ellipse_points,
     pose_covariance,
 )
+from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import load_admn
 from admn_ros.nodes.samples import StampedBuffer, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
@@ -53,11 +54,14 @@ PARAMS = {
     "backend": ("inference backend: eager | compile | tensorrt | auto",),
     "pair_buffer": ("allocations waiting for their sample's frames (by exact stamp)", 1, 1000),
     "frame_buffer": ("recent frames kept per sensor topic", 2, 1000),
-    "path_length": ("poses kept in /admn/path", 1, 100000),
-    "frame_id": ("frame of the published pose (world = OptiTrack frame, metres, y up)",),
-    "sensor_positions": ("x, y, z of each sensor node in `frame_id`, flattened (markers)",),
-    "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "path_length": ("poses kept in admn/path", 1, 100000, LIVE),
+    "frame_id": ("z-up frame (REP 103) of pose, markers and path; /tf_static links it to the "
+                 "y-up OptiTrack world (docs/FRAMES.md)",),
+    "sensor_positions": ("x, y, z of each sensor node in the OptiTrack world (y up), "
+                         "flattened (markers)",),
+    "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0, LIVE),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
+    AUTOSTART[0]: AUTOSTART[1],
 }
 BACKBONE_KEEP = 100_000  # poses in the backbone p50: all of a bag run, bounded when live
 
@@ -66,43 +70,82 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-class FusionNode(Node):
+class FusionNode(ManagedNode):
+    """Managed node (`managed.ManagedNode`): configure loads the model and builds its engine
+    and subscribes, activate localises, deactivate stops and forgets what was buffered."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_fusion", **kwargs)
-        declare(self, "admn_fusion", PARAMS)
-        self.p = params(self, PARAMS)
-        model = load_admn(self.p["weights"])
-        self.localiser = Localiser(model, self.p["backend"])
-        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.p = declare(self, "admn_fusion", PARAMS, self.on_params)
+        self.localiser: Localiser | None = None
+        self.frames: StampedBuffer | None = None
         self.drops = Drops(self.get_logger())
         self.poses = 0
         self.backbone_ms: deque[float] = deque(maxlen=BACKBONE_KEEP)  # p50 in the diagnostics
         self.latency_ms: deque[float] = deque(maxlen=200)  # recent, for live monitoring
         self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
         self.nodes = list(self.p["sensor_nodes"])
-        self.keys = sensor_keys(self, model.cfg.modalities)
-        self.frames = StampedBuffer(self.keys, SLOW_MODALITIES, int(self.p["sync_slop_s"] * NS),
-                                    int(self.p["radar_max_age_s"] * NS),
-                                    int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"])
         self.received = 0
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()
         self.path.header.frame_id = self.p["frame_id"]
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/admn/pose", RELIABLE_QOS)
-        self.marker_pub = self.create_publisher(MarkerArray, "/admn/markers", RELIABLE_QOS)
-        self.path_pub = self.create_publisher(Path, "/admn/path", RELIABLE_QOS)
-        self.create_subscription(LayerAllocation, "/admn/allocation", self.on_allocation,
-                                 RELIABLE_QOS)
-        self.create_subscription(PoseStamped, "/mocap/car/pose", self.on_truth, SENSOR_QOS)
-        self.subs = subscribe_sensors(self, self.keys, self.on_frame)
         self.jobs: queue.Queue[tuple[int, SyncedSample, LayerAllocation] | None] = queue.Queue()
         self.worker = threading.Thread(target=self.work, daemon=True)
         self.worker.start()
         self.diagnostics = Diagnostics(self, "localisation", self.diagnostic_values,
                                        self.p["diagnostics_period_s"])
+        self.autostart(self.p["autostart"])
+
+    def load(self) -> None:
+        model = load_admn(self.p["weights"])
+        self.localiser = Localiser(model, self.p["backend"])
+        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.keys = sensor_keys(self, model.cfg.modalities)
+        self.frames = self.frame_buffer(self.p["sync_slop_s"])
+        self.pubs = [self.create_lifecycle_publisher(cls, topic, RELIABLE_QOS) for cls, topic in
+                     ((PoseWithCovarianceStamped, "admn/pose"), (MarkerArray, "admn/markers"),
+                      (Path, "admn/path"))]
+        self.pose_pub, self.marker_pub, self.path_pub = self.pubs
+        self.subs = [self.create_subscription(LayerAllocation, "admn/allocation",
+                                              self.on_allocation, RELIABLE_QOS),
+                     self.create_subscription(PoseStamped, "mocap/car/pose", self.on_truth,
+                                              SENSOR_QOS),
+                     *subscribe_sensors(self, self.keys, self.on_frame)]
+
+    def reset(self) -> None:
+        self.frames = self.frame_buffer(self.p["sync_slop_s"])
+        self.waiting.clear()
+        while True:  # the samples not yet localised are given up, not kept for later
+            try:
+                self.jobs.get_nowait()
+            except queue.Empty:
+                break
+
+    def free(self) -> None:
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        for pub in self.pubs:
+            self.destroy_lifecycle_publisher(pub)
+        self.subs, self.pubs = [], []
+        self.localiser = self.frames = None
+
+    def frame_buffer(self, slop_s: float) -> StampedBuffer:
+        return StampedBuffer(self.keys, SLOW_MODALITIES, int(slop_s * NS),
+                             int(self.p["radar_max_age_s"] * NS),
+                             int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"])
+
+    def on_params(self, changes: dict) -> None:
+        """Live parameters (path length and ground-truth age are read where used): a new slop
+        starts the frame buffer over (ValueError when it does not fit the radar period)."""
+        if "sync_slop_s" in changes and self.frames is not None:
+            self.frames = self.frame_buffer(changes["sync_slop_s"])
+        if "diagnostics_period_s" in changes:
+            self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     # ---------------------------------------------------------------- callbacks
     def on_frame(self, key: tuple[str, str], msg) -> None:
+        if not self.take():
+            return
         self.received += 1
         if not self.frames.add(key, stamp_ns(msg.header.stamp), msg):
             self.drops("clock_backwards", "sensor stamps jumped back; buffers cleared")
@@ -110,6 +153,8 @@ class FusionNode(Node):
             self.run_ready()
 
     def on_allocation(self, msg: LayerAllocation) -> None:
+        if not self.take():
+            return
         self.waiting[stamp_ns(msg.header.stamp)] = msg
         while len(self.waiting) > self.p["pair_buffer"]:
             self.waiting.popitem(last=False)
@@ -139,11 +184,14 @@ class FusionNode(Node):
         while (job := self.jobs.get()) is not None:
             stamp, sample, alloc = job
             est = self.localise(sample, alloc)
-            if est is not None:
+            if est is not None and self.active:
                 self.publish(stamp, est)
 
     def localise(self, sample: SyncedSample, alloc: LayerAllocation) -> Estimate | None:
-        model = self.localiser.model
+        localiser = self.localiser  # one job runs on what was loaded when it started
+        if localiser is None:
+            return None
+        model = localiser.model
         try:
             active = active_from_msg(alloc.active, alloc.modalities, alloc.layers_per_modality,
                                      model)
@@ -152,7 +200,7 @@ class FusionNode(Node):
             return None
         try:
             inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.pre)
-            return self.localiser(inputs, active)
+            return localiser(inputs, active)
         except InputError as exc:
             self.drops(exc.reason, str(exc))
         except (ValueError, RuntimeError) as exc:
@@ -164,8 +212,8 @@ class FusionNode(Node):
         msg = PoseWithCovarianceStamped()
         msg.header.stamp = to_stamp(stamp, type(msg.header.stamp))
         msg.header.frame_id = frame
-        msg.pose.pose.position.x = float(est.mean_cm[0] * CM)
-        msg.pose.pose.position.z = float(est.mean_cm[1] * CM)
+        msg.pose.pose.position.x, msg.pose.pose.position.y = map(
+            float, ground_to_map(est.mean_cm * CM))
         msg.pose.pose.orientation.w = 1.0
         msg.pose.covariance = pose_covariance(est.cov_cm2)
         if self.path.poses and stamp < stamp_ns(self.path.poses[-1].header.stamp):
@@ -187,31 +235,31 @@ class FusionNode(Node):
         out.markers.append(marker(h, "prediction", 0, Marker.SPHERE, (0.1, 0.4, 1.0),
                                   pose.pose.pose.position, 0.15))
         ell = marker(h, "covariance", 0, Marker.LINE_STRIP, (0.1, 0.4, 1.0), None, 0.02)
-        ell.points = [Point(x=float(x), y=0.01, z=float(z))
-                      for x, z in ellipse_points(est.mean_cm, est.cov_cm2)]
+        ell.points = [Point(x=float(x), y=float(y), z=0.01)
+                      for x, y in ellipse_points(est.mean_cm, est.cov_cm2)]
         out.markers.append(ell)
         stamp, max_age = stamp_ns(h.stamp), self.p["ground_truth_max_age_s"] * NS
         near = [t for t in list(self.truth) if abs(t[0] - stamp) <= max_age]
         if near:
             _, x, z = min(near, key=lambda t: abs(t[0] - stamp))
+            mx, my = map(float, ground_to_map((x, z)))  # OptiTrack world -> map
             out.markers.append(marker(h, "ground_truth", 0, Marker.SPHERE, (0.1, 0.9, 0.2),
-                                      Point(x=x, y=0.0, z=z), 0.12))
-        xyz = list(self.p["sensor_positions"])
-        for k in range(len(xyz) // 3):
+                                      Point(x=mx, y=my, z=0.0), 0.12))
+        xyz = world_to_map(np.reshape(self.p["sensor_positions"], (-1, 3)))
+        for k, (x, y, z) in enumerate(xyz.tolist()):
             out.markers.append(marker(h, "sensor_nodes", k, Marker.CUBE, (0.9, 0.6, 0.1),
-                                      Point(x=xyz[3 * k], y=xyz[3 * k + 1], z=xyz[3 * k + 2]),
-                                      0.2))
+                                      Point(x=x, y=y, z=z), 0.2))
         return out
 
     def diagnostic_values(self) -> dict:
         """Totals for `admn run` and live monitoring (latencies: the last 200 poses)."""
         lat = list(self.latency_ms)
-        return {"received": self.received, "poses": self.poses,
+        return {**self.lifecycle_values(), "received": self.received, "poses": self.poses,
                 "waiting": len(self.waiting) + self.jobs.qsize(),
                 "backbone_ms_p50": round(percentile(self.backbone_ms, 50), 3),
                 "latency_ms_p50": round(percentile(lat, 50), 2),
                 "latency_ms_p95": round(percentile(lat, 95), 2),
-                "backend": self.localiser.backend,
+                "backend": self.localiser.backend if self.localiser else "",
                 "sensor_positions": json.dumps(list(self.p["sensor_positions"])),
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 

@@ -3,10 +3,14 @@ their nodes from `describe_graph`, so the two cannot drift.
 
 Each entry names the installed executable (`admn_ros.nodes.<executable>_node:main`), the node
 name, the parameter files and overrides, and the remappings, exactly as launch_ros takes them.
+Topic names are relative, so a `namespace` moves the whole graph (/car2/admn/pose, ...); there
+/clock, /tf and /tf_static are remapped into the namespace too (as multi-robot set-ups do), so
+two graphs on one domain share nothing but /diagnostics (told apart by node name).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +20,13 @@ import yaml
 from admn_ros.nodes.common import share_dir
 
 GRAPH_INPUTS = {  # graph input topic template -> modality (what a topics config may remap)
-    "/{node}/camera/color/image_raw": "rgb",
-    "/{node}/camera/depth/image_raw": "depth",
-    "/{node}/radar/range_doppler": "radar",
+    "{node}/camera/color/image_raw": "rgb",
+    "{node}/camera/depth/image_raw": "depth",
+    "{node}/radar/range_doppler": "radar",
 }
+GROUND_TRUTH = "mocap/car/pose"
+GLOBAL_TOPICS = ("/clock", "/tf", "/tf_static")  # moved into the namespace with the graph
+RAW_PREFIX = "raw/"  # with an injector: the player publishes raw/<topic>, the injector <topic>
 SENSOR_NODES = ("node1", "node2", "node3")
 SENSOR_READERS = 2  # controller and fusion read every sensor topic
 PLAYER_START_DELAY_S = 30.0  # longest wait for them (loading weights takes a while)
@@ -31,6 +38,7 @@ class NodeSpec:
     name: str
     parameters: list[Any] = field(default_factory=list)  # params-file paths and dicts
     remappings: list[tuple[str, str]] = field(default_factory=list)
+    namespace: str = ""
 
     @property
     def module(self) -> str:
@@ -51,6 +59,7 @@ class GraphOptions:
     use_sim_time: bool | None = None  # default: True with a bag
     sensor_reliability: str = ""  # default: reliable with a bag (replay), best_effort live
     nodes_yaml: str = ""  # default: <share>/config/nodes.yaml
+    namespace: str = ""  # empty: the root namespace (today's names: /admn/pose, ...)
 
 
 def topic_remappings(topics_file: str) -> list[tuple[str, str]]:
@@ -67,7 +76,7 @@ def topic_remappings(topics_file: str) -> list[tuple[str, str]]:
                                  f"got {modality!r}")
             out.append((by_modality[modality].replace("{node}", node), topic))
     if data.get("ground_truth"):
-        out.append(("/mocap/car/pose", data["ground_truth"]))
+        out.append((GROUND_TRUTH, data["ground_truth"]))
     return out
 
 
@@ -82,7 +91,8 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
     if opt.controller_weights is not None:
         model["controller_weights"] = list(opt.controller_weights) or [""]
     fusion = {k: v for k, v in (("weights", opt.weights), ("backend", opt.backend)) if v}
-    remap = topic_remappings(opt.topics)
+    moved = [(t, t.lstrip("/")) for t in GLOBAL_TOPICS] if opt.namespace else []
+    remap = topic_remappings(opt.topics) + moved
 
     power: dict[str, Any] = dict(common)
     if opt.budget.isdigit():
@@ -93,7 +103,7 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
         power["profile"] = opt.budget_profile
 
     specs = [
-        NodeSpec("power_monitor", "admn_power_monitor", [nodes_yaml, power]),
+        NodeSpec("power_monitor", "admn_power_monitor", [nodes_yaml, power], moved),
         NodeSpec("controller", "admn_controller", [nodes_yaml, {**common, **sensors, **model}],
                  remap),
         NodeSpec("fusion", "admn_fusion", [nodes_yaml, {**common, **sensors, **fusion}], remap),
@@ -101,7 +111,10 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
     if opt.inject:
         specs.append(NodeSpec("corruption_injector", "admn_corruption_injector",
                               [nodes_yaml, {**common, **sensors, "schedule": opt.inject,
-                                            "min_subscribers": SENSOR_READERS}]))
+                                            "input_prefix": RAW_PREFIX,
+                                            "min_subscribers": SENSOR_READERS}], moved))
+    if importlib.util.find_spec("tf2_msgs") is not None:  # every ROS install; not the wheels
+        specs.append(NodeSpec("frames", "admn_frames", [nodes_yaml, common], moved))
     if opt.bag:
         # the player is the clock: it runs on wall time and publishes /clock; it starts once
         # every reader of its image topics is matched (the injector alone, when there is one)
@@ -109,6 +122,8 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
                   "publish_clock": True, "start_delay_s": PLAYER_START_DELAY_S,
                   "min_subscribers": 1 if opt.inject else SENSOR_READERS}
         if opt.inject:
-            player["image_topic_prefix"] = "/raw"
-        specs.append(NodeSpec("bag_player", "admn_bag_player", [nodes_yaml, player]))
+            player["image_topic_prefix"] = RAW_PREFIX
+        specs.append(NodeSpec("bag_player", "admn_bag_player", [nodes_yaml, player], moved))
+    for spec in specs:
+        spec.namespace = opt.namespace
     return specs

@@ -1,5 +1,8 @@
 """The fusion step without ROS: backbones for exactly one allocation, fusion, Gaussian head,
-and the pose / marker geometry the fusion node publishes."""
+and the pose / marker geometry the fusion node publishes.
+The model works on the ground plane (x, z) of the y-up OptiTrack world; poses and markers are
+turned into the z-up map frame here (`frames`, docs/FRAMES.md).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ from torch import Tensor
 from admn_ros.core.model import ADMN
 from admn_ros.engine import make_backend
 from admn_ros.engine.timing import now_ms
+from admn_ros.nodes.frames import GROUND_TO_MAP, ground_to_map
 
 CM = 0.01  # model outputs centimetres; ROS wants metres
 
 
 @dataclass
 class Estimate:
-    mean_cm: np.ndarray  # [2] (x, z)
+    mean_cm: np.ndarray  # [2] (x, z) on the world ground plane
     cov_cm2: np.ndarray  # [2, 2]
     backbone_ms: float  # the engine's run(): the allocated backbone blocks + fusion head
 
@@ -57,19 +61,21 @@ class Localiser:
 
 
 def pose_covariance(cov_cm2: np.ndarray, unknown: float = 1e3) -> list[float]:
-    """6x6 row-major covariance (x, y, z, rot) in m^2 for a ground-plane (x, z) estimate."""
+    """6x6 row-major map-frame covariance (x, y, z, rot) in m^2 of a world ground-plane
+    (x, z) estimate: its 2x2 turned into the map's (x, y) block."""
     cov = np.zeros((6, 6))
-    cov[np.ix_([0, 2], [0, 2])] = cov_cm2 * CM * CM
-    cov[1, 1] = 1e-4  # on the floor
+    cov[:2, :2] = GROUND_TO_MAP @ cov_cm2 @ GROUND_TO_MAP.T * CM * CM
+    cov[2, 2] = 1e-4  # on the floor
     cov[3, 3] = cov[4, 4] = cov[5, 5] = unknown  # orientation is not estimated
     return cov.flatten().tolist()
 
 
 def ellipse_points(mean_cm: np.ndarray, cov_cm2: np.ndarray, sigmas: float = 2.0,
                    n: int = 36) -> np.ndarray:
-    """[n + 1, 2] points (x, z) in metres on the `sigmas` covariance ellipse (closed)."""
+    """[n + 1, 2] map points (x, y) in metres on the `sigmas` covariance ellipse (closed) of a
+    world ground-plane estimate."""
     vals, vecs = np.linalg.eigh(cov_cm2)
     radii = sigmas * np.sqrt(np.maximum(vals, 0.0))
     t = np.linspace(0.0, 2.0 * math.pi, n + 1)
     circle = np.stack([np.cos(t) * radii[0], np.sin(t) * radii[1]], -1)
-    return (mean_cm + circle @ vecs.T) * CM
+    return ground_to_map((mean_cm + circle @ vecs.T) * CM)

@@ -9,9 +9,9 @@ from rclpy.node import Node
 from admn_ros.msg import ComputeBudget
 from admn_ros.nodes.common import (
     LATCHED_QOS,
+    LIVE,
     Diagnostics,
     declare,
-    params,
     resolve,
     spin_main,
 )
@@ -20,7 +20,7 @@ from admn_ros.nodes.power import NAN, BudgetMapper, PowerReading, detect_source
 PARAMS = {
     "source": ("auto | ina3221 | jtop | nvml | rapl | simulated | manual",),
     "profile": ("config/power/*.yaml played by the simulated source",),
-    "manual_budget": ("layers; > 0 overrides every source", 0, 1000),
+    "manual_budget": ("layers; > 0 overrides every source", 0, 1000, LIVE),
     "power_limit_w": ("power limit for measured sources, W", 0.0, 1000.0),
     "sysfs_root": ("sysfs mount (hwmon, powercap)",),
     "levels_w": ("ascending headroom thresholds, W",),
@@ -29,7 +29,7 @@ PARAMS = {
     "min_dwell_s": ("minimum time between two budget changes, s", 0.0, 600.0),
     "period_s": ("sampling period, s", 0.01, 60.0),
     "republish_s": ("re-publish an unchanged budget this often, s", 0.1, 600.0),
-    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
+    "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
 }
 
 
@@ -43,8 +43,7 @@ def budget_msg(layers: int, reading: PowerReading, reason: str) -> ComputeBudget
 class PowerMonitorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_power_monitor", **kwargs)
-        declare(self, "admn_power_monitor", PARAMS)
-        self.p = params(self, PARAMS)
+        self.p = declare(self, "admn_power_monitor", PARAMS, self.on_params)
         manual = self.p["manual_budget"] > 0 or self.p["source"] == "manual"
         self.source = None if manual else detect_source(
             self.p["source"], self.p["sysfs_root"], self.p["power_limit_w"],
@@ -54,11 +53,20 @@ class PowerMonitorNode(Node):
         self.last: ComputeBudget | None = None
         self.last_pub_s = -1e18
         self.changes = 0
-        self.pub = self.create_publisher(ComputeBudget, "/admn/budget", LATCHED_QOS)
+        self.pub = self.create_publisher(ComputeBudget, "admn/budget", LATCHED_QOS)
         self.create_timer(self.p["period_s"], self.tick)
         self.diagnostics = Diagnostics(self, "budget", self.diagnostic_values,
                                        self.p["diagnostics_period_s"])
         self.get_logger().info(f"budget source: {self.source.name if self.source else 'manual'}")
+
+    def on_params(self, changes: dict) -> None:
+        """Live parameters: a manual budget overrides the source from the next tick (0 hands
+        back to the source, when the node has one)."""
+        if changes.get("manual_budget") == 0 and self.source is None:
+            raise ValueError("manual_budget 0 would leave no budget: this node started with "
+                             "source manual (restart it with a measured source)")
+        if "diagnostics_period_s" in changes:
+            self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     def tick(self) -> None:
         t = self.get_clock().now().nanoseconds * 1e-9
@@ -78,7 +86,7 @@ class PowerMonitorNode(Node):
                 self.diagnostics.publish()
 
     def next_budget(self, t: float) -> ComputeBudget | None:
-        if self.source is None:
+        if self.source is None or self.p["manual_budget"] > 0:
             return budget_msg(self.p["manual_budget"], PowerReading(NAN, NAN, NAN, "manual"),
                               "manual override")
         reading = self.source.read(t)

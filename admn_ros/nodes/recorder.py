@@ -35,16 +35,18 @@ from admn_ros.nodes.common import (
     share_dir,
     stamp_ns,
 )
+from admn_ros.nodes.frames import map_to_ground
+from admn_ros.nodes.graph import GLOBAL_TOPICS
 from admn_ros.nodes.summary import RunRecord, apply_diagnostics
 
 CM_PER_M = 100.0  # poses are published in metres, the summary works in centimetres
-RECORDED = {  # topic -> (rclpy type, ROS type name, QoS)
-    "/admn/pose": (PoseWithCovarianceStamped, "geometry_msgs/msg/PoseWithCovarianceStamped",
-                   RELIABLE_QOS),
-    "/admn/allocation": (LayerAllocation, "admn_ros/msg/LayerAllocation", RELIABLE_QOS),
-    "/admn/budget": (ComputeBudget, "admn_ros/msg/ComputeBudget", LATCHED_QOS),
-    "/admn/markers": (MarkerArray, "visualization_msgs/msg/MarkerArray", RELIABLE_QOS),
-    "/mocap/car/pose": (PoseStamped, "geometry_msgs/msg/PoseStamped", SENSOR_QOS),
+RECORDED = {  # topic (relative: the graph's namespace) -> (rclpy type, ROS type name, QoS)
+    "admn/pose": (PoseWithCovarianceStamped, "geometry_msgs/msg/PoseWithCovarianceStamped",
+                  RELIABLE_QOS),
+    "admn/allocation": (LayerAllocation, "admn_ros/msg/LayerAllocation", RELIABLE_QOS),
+    "admn/budget": (ComputeBudget, "admn_ros/msg/ComputeBudget", LATCHED_QOS),
+    "admn/markers": (MarkerArray, "visualization_msgs/msg/MarkerArray", RELIABLE_QOS),
+    "mocap/car/pose": (PoseStamped, "geometry_msgs/msg/PoseStamped", SENSOR_QOS),
     "/diagnostics": (DiagnosticArray, "diagnostic_msgs/msg/DiagnosticArray", DIAGNOSTICS_QOS),
 }
 
@@ -62,8 +64,15 @@ def typestore_with_admn():
 
 
 class Recorder(Node):
-    def __init__(self, path: Path, **kwargs) -> None:
-        super().__init__("admn_run_recorder", **kwargs)
+    """Records the outputs of the graph in its own namespace (`namespace=` as for any node;
+    /clock is followed there too) and keeps the last diagnostics of that graph's nodes."""
+
+    def __init__(self, path: Path, namespace: str = "", **kwargs) -> None:
+        moved = [a for t in GLOBAL_TOPICS for a in ("-r", f"{t}:={t.lstrip('/')}")]
+        super().__init__("admn_run_recorder", namespace=namespace,
+                         cli_args=["--ros-args", *moved] if namespace else None, **kwargs)
+        ns = self.get_namespace().rstrip("/")
+        self.graph_prefix = ns + "/"  # hardware_id of this graph's nodes: <ns>/<name>
         path = Path(path)
         if path.exists():
             path.unlink()
@@ -74,7 +83,8 @@ class Recorder(Node):
         self.writer = Writer(self.tmp, version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
         ts = typestore_with_admn()
-        self.conns = {t: self.writer.add_connection(t, name, typestore=ts)
+        self.conns = {t: self.writer.add_connection(f"{ns}/{t}" if t[0] != "/" else t, name,
+                                                    typestore=ts)
                       for t, (_, name, _) in RECORDED.items()}
         self.rec = RunRecord()
         self.n = 0  # graph outputs recorded (diagnostics not counted)
@@ -90,12 +100,13 @@ class Recorder(Node):
             self.on_diagnostics(deserialize_message(raw, DiagnosticArray))
         else:
             self.n += 1
-        if topic == "/admn/pose":
+        if topic == "admn/pose":
             m = deserialize_message(raw, PoseWithCovarianceStamped)
             stamp, p = stamp_ns(m.header.stamp), m.pose.pose.position
+            x, z = map_to_ground((p.x, p.y)) * CM_PER_M  # map -> the world ground plane
             self.rec.poses.append({"stamp_ns": stamp, "latency_ms": (now - stamp) / 1e6,
-                                   "x_cm": p.x * CM_PER_M, "z_cm": p.z * CM_PER_M})
-        elif topic == "/admn/allocation":
+                                   "x_cm": float(x), "z_cm": float(z)})
+        elif topic == "admn/allocation":
             m = deserialize_message(raw, LayerAllocation)
             self.rec.modalities = list(m.modalities)
             self.rec.layers_per_modality = m.layers_per_modality
@@ -103,10 +114,10 @@ class Recorder(Node):
                                          "budget": m.budget, "active": list(m.active),
                                          "controller_ms": m.controller_ms,
                                          "noise": list(m.predicted_noise)})
-        elif topic == "/admn/budget":
+        elif topic == "admn/budget":
             m = deserialize_message(raw, ComputeBudget)
             self.rec.budgets.append((stamp_ns(m.header.stamp), int(m.layers)))
-        elif topic == "/mocap/car/pose":
+        elif topic == "mocap/car/pose":
             m = deserialize_message(raw, PoseStamped)
             p = m.pose.position
             self.rec.truth.append((stamp_ns(m.header.stamp), p.x, p.z))
@@ -115,7 +126,9 @@ class Recorder(Node):
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self.lock:
             for st in msg.status:
-                self.last[st.hardware_id.lstrip("/")] = {kv.key: kv.value for kv in st.values}
+                name = st.hardware_id.removeprefix(self.graph_prefix)
+                if name != st.hardware_id and "/" not in name:  # this graph's nodes only
+                    self.last[name] = {kv.key: kv.value for kv in st.values}
 
     def count(self) -> int:
         return self.n

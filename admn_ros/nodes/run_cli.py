@@ -60,13 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="wall seconds before giving up")
     parser.add_argument("--no-plots", action="store_true", help="skip the two PNG plots")
+    parser.add_argument("--namespace", default="",
+                        help="namespace of the graph (car2: /car2/admn/pose, ...); default root")
 
 
 def options(args: argparse.Namespace) -> GraphOptions:
     return GraphOptions(bag=str(Path(args.bag).resolve()), weights=args.weights,
                         controller_weights=args.controller_weights,
                         budget=str(args.budget), budget_profile=args.budget_profile,
-                        backend=args.backend, rate=args.rate, inject=args.inject)
+                        backend=args.backend, rate=args.rate, inject=args.inject,
+                        namespace=args.namespace)
 
 
 def wait_until(cond: Callable[[], bool], children: Children, deadline: float) -> bool:
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started ignoring it
     signal.signal(signal.SIGTERM, interrupt)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt
-    recorder = Recorder(out / "output.mcap", parameter_overrides=[
+    recorder = Recorder(out / "output.mcap", namespace=args.namespace, parameter_overrides=[
         Parameter("use_sim_time", Parameter.Type.BOOL, True)])
     executor = SingleThreadedExecutor()
     executor.add_node(recorder)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rclpy.duration import Duration
 from sensor_msgs.msg import CompressedImage, Image
 
-from admn_ros.nodes.common import sensor_qos, stamp_ns
+from admn_ros.nodes.common import LIVE, sensor_qos, stamp_ns
 from admn_ros.nodes.sync import SampleSync, SyncedSample
 
 try:  # real ROS install
@@ -33,8 +34,8 @@ SENSOR_PARAMS = {
     "depth_topic": ("depth topic template (16UC1 mm or 32FC1 m)",),
     "radar_topic": ("radar range-doppler topic template (32FC1)",),
     "sync_slop_s": ("approximate-time slop between the camera frames of one sample, s",
-                    0.0, 1.0),
-    "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100),
+                    0.0, 1.0, LIVE),
+    "sync_queue_size": ("per-topic queue of the approximate-time synchroniser", 1, 100, LIVE),
     "radar_max_age_s": ("oldest radar frame still attached to a camera set, s", 0.0, 5.0),
     "radar_min_period_s": ("shortest interval between two radar frames of one node (more "
                            "than 2 x sync_slop_s), s", 0.0, 5.0),
@@ -65,17 +66,25 @@ def subscribe_sensors(node, keys: list[tuple[str, str]], on_msg: Callable) -> li
 
 
 class SensorInputs:
-    """Creates the subscriptions on `node`; calls `on_sample(SyncedSample)` / `on_drop(reason)`."""
+    """Creates the subscriptions on `node`; calls `on_sample(SyncedSample)` / `on_drop(reason)`.
+    A frame for which `accept()` is false (a managed node not active) is let go on arrival."""
 
     def __init__(self, node, modalities: list[str], on_sample: Callable[[SyncedSample], None],
-                 on_drop: Callable[[str], None]) -> None:
+                 on_drop: Callable[[str], None],
+                 accept: Callable[[], bool] = lambda: True) -> None:
         p = {n: node.get_parameter(n).value for n in SENSOR_PARAMS}
         self.nodes = list(p["sensor_nodes"])
         keys = sensor_keys(node, modalities)
-        self.sync = SampleSync(keys, SLOW_MODALITIES, p["sync_queue_size"], p["sync_slop_s"],
-                               p["radar_max_age_s"], p["radar_min_period_s"], on_sample,
-                               on_drop)
-        self.subs = []
+
+        def make_sync(queue_size: int, slop_s: float) -> SampleSync:
+            return SampleSync(keys, SLOW_MODALITIES, queue_size, slop_s, p["radar_max_age_s"],
+                              p["radar_min_period_s"], on_sample, on_drop)
+
+        self.make_sync, self.accept = make_sync, accept
+        self.tuning = (p["sync_slop_s"], p["sync_queue_size"])
+        self.sync = make_sync(p["sync_queue_size"], p["sync_slop_s"])
+        self.mf = None
+        self.subs, self.fast = [], []
         self.received = 0
         fast = []
         for key in keys:
@@ -90,9 +99,33 @@ class SensorInputs:
         if fast:  # real ROS: message_filters pairs the cameras, SampleSync attaches radar
             self.mf = message_filters.ApproximateTimeSynchronizer(
                 fast, p["sync_queue_size"], p["sync_slop_s"])
-            self.mf.registerCallback(
-                lambda *msgs: self.sync.add_set(*[(stamp_ns(m.header.stamp), m) for m in msgs]))
+            self.mf.registerCallback(lambda *msgs: self.accept() and self.sync.add_set(
+                *[(stamp_ns(m.header.stamp), m) for m in msgs]))
+            self.fast = fast
+
+    def retune(self, slop_s: float, queue_size: int) -> None:
+        """New slop and queue size (live parameters): the synchroniser starts over with them
+        (the sets it held are given up). ValueError, and nothing changed, when the slop does
+        not fit the radar period."""
+        sync = self.make_sync(queue_size, slop_s)
+        if self.mf is not None:
+            self.mf.queue_size, self.mf.slop = queue_size, Duration(seconds=slop_s)
+            for q in self.mf.queues:
+                q.clear()
+        self.sync, self.tuning = sync, (slop_s, queue_size)
+
+    def reset(self) -> None:
+        """Forget every frame and set held (a managed node stopping or starting)."""
+        self.retune(*self.tuning)
+
+    def destroy(self, node) -> None:
+        """Destroy the subscriptions (a managed node's cleanup)."""
+        for sub in [*self.subs, *(f.sub for f in self.fast)]:
+            node.destroy_subscription(sub)
+        self.subs, self.fast = [], []
 
     def add(self, key: tuple[str, str], msg) -> None:
+        if not self.accept():
+            return
         self.received += 1
         self.sync.add(key, stamp_ns(msg.header.stamp), msg)

@@ -31,15 +31,19 @@ PR_SET_PDEATHSIG = 1
 
 
 def cli_args(spec: NodeSpec, tmp: Path) -> list[str]:
-    """--ros-args for one node: its params files (dicts written to YAML, as launch_ros does)
-    and remappings."""
+    """--ros-args for one node: its params files (dicts written to YAML, as launch_ros does),
+    namespace and remappings."""
     args = ["--ros-args"]
+    ns = spec.namespace.strip("/")
     for i, p in enumerate(spec.parameters):
         if isinstance(p, dict):
-            f = tmp / f"{spec.name}_{i}.yaml"
-            f.write_text(yaml.safe_dump({spec.name: {"ros__parameters": p}}))
+            f = tmp / f"{spec.name}_{i}.yaml"  # keyed by the node's full name
+            key = f"/{ns}/{spec.name}" if ns else spec.name
+            f.write_text(yaml.safe_dump({key: {"ros__parameters": p}}))
             p = f
         args += ["--params-file", str(p)]
+    if ns:
+        args += ["-r", f"__ns:=/{ns}"]
     for src, dst in spec.remappings:
         args += ["-r", f"{src}:={dst}"]
     return args

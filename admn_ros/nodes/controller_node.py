@@ -1,4 +1,9 @@
-"""Controller node: synchronised sample + budget in force -> LayerAllocation (same stamp)."""
+"""Controller node: synchronised sample + budget in force -> LayerAllocation (same stamp).
+
+The subscription callbacks only synchronise; each sample goes to a worker (`worker.Worker`:
+bounded queue, freshness, catch-all) that decodes it and runs the allocator, so the executor
+keeps draining the sensor queues while the allocator computes.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from admn_ros.msg import ComputeBudget, LayerAllocation
 from admn_ros.nodes.allocation import Allocation, Allocator
 from admn_ros.nodes.common import (
     LATCHED_QOS,
+    NS,
     RELIABLE_QOS,
     Diagnostics,
     Drops,
@@ -27,9 +33,11 @@ from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
 from admn_ros.nodes.samples import sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SensorInputs
 from admn_ros.nodes.sync import SyncedSample
+from admn_ros.nodes.worker import WORKER_PARAMS, Worker, set_torch_threads, worker_status
 
 PARAMS = {
     **SENSOR_PARAMS,
+    **WORKER_PARAMS,
     "weights": ("ADMN checkpoint (its model config sets modalities, depth, input size)",),
     "controller_weights": ("controller checkpoints: one universal (budget token) or one per "
                            "budget; empty = use `policy`",),
@@ -75,6 +83,7 @@ class ControllerNode(Node):
         super().__init__("admn_controller", **kwargs)
         declare(self, "admn_controller", PARAMS)
         p = params(self, PARAMS)
+        set_torch_threads(p["torch_threads"], p["torch_processes"])
         self.allocator = build_allocator(p)
         cfg = self.allocator.cfg
         self.pre = Preprocess.from_config(cfg.backbone.img_size)
@@ -83,9 +92,14 @@ class ControllerNode(Node):
         self.stats = {"samples": 0, "allocations": 0, "budget_changes": 0}
         self.pub = self.create_publisher(LayerAllocation, "/admn/allocation", RELIABLE_QOS)
         self.create_subscription(ComputeBudget, "/admn/budget", self.on_budget, LATCHED_QOS)
+        self.worker: Worker[SyncedSample] = Worker(
+            "allocate", self.allocate, self.drops, lambda: self.get_clock().now().nanoseconds,
+            p["max_queue"], int(p["max_age_s"] * NS))
+        self.worker.start()
         self.inputs = SensorInputs(self, cfg.modalities, self.on_sample, self.drops)
         self.diagnostics = Diagnostics(self, "allocation", self.diagnostic_values,
-                                       p["diagnostics_period_s"])
+                                       p["diagnostics_period_s"],
+                                       lambda: worker_status(self.worker, p["stuck_s"]))
 
     def on_budget(self, msg: ComputeBudget) -> None:
         try:
@@ -100,6 +114,10 @@ class ControllerNode(Node):
 
     def on_sample(self, sample: SyncedSample) -> None:
         self.stats["samples"] += 1
+        self.worker.put(sample.stamp_ns, sample)
+
+    def allocate(self, sample: SyncedSample) -> None:
+        """The worker's job: decode the sample, allocate under the budget in force, publish."""
         try:
             inputs = sample_inputs(sample, self.allocator.cfg.modalities, self.inputs.nodes,
                                    self.pre)
@@ -109,12 +127,13 @@ class ControllerNode(Node):
         except ValueError as exc:
             self.drops("bad_input", str(exc))
             return
+        layers = self.layers  # the budget in force now (set by on_budget)
         try:
-            alloc = self.allocator(inputs, self.layers)
+            alloc = self.allocator(inputs, layers)
         except ValueError as exc:  # a budget no controller covers: count it, stay alive
             self.drops("bad_budget", str(exc))
             return
-        self.pub.publish(allocation_msg(alloc, sample.stamp_ns, self.layers,
+        self.pub.publish(allocation_msg(alloc, sample.stamp_ns, layers,
                                         self.allocator.cfg.modalities))
         self.stats["allocations"] += 1
 
@@ -122,6 +141,10 @@ class ControllerNode(Node):
         return {**self.stats, "budget": self.layers, "received": self.inputs.received,
                 "held": len(self.inputs.sync.held),
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
 
 
 def main(args=None) -> int:

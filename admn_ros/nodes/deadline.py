@@ -103,14 +103,18 @@ class DeadlineBudget:
         """The latency budget now, given the budget in force (the L being measured)."""
         current = self.steps.latest(in_force, t_s)
         budget_ms = self.load * self.target_ms
-        if current is not None and current > budget_ms * (1 + self.hysteresis):
+        if current is None:
+            return DeadlineDecision(self.layers, "")
+        if current > budget_ms * (1 + self.hysteresis):
+            if in_force > self.layers:  # already asked for less than the graph can serve
+                return DeadlineDecision(self.layers, "")
             want = min(self.largest_within(budget_ms, t_s), self.below(in_force))
             return self._set(want, t_s, f"step {current:.0f} ms at L={in_force} > "
                                         f"{budget_ms:.0f} ms ({self.load:g} x "
                                         f"{self.target_ms:.1f} ms)")
-        if current is not None and t_s - self.changed_at >= self.dwell_s:
+        if t_s - self.changed_at >= self.dwell_s:
             want = self.largest_within(budget_ms * (1 - self.hysteresis), t_s)
-            if want > self.layers:
+            if want > max(self.layers, in_force):
                 return self._set(want, t_s, f"step {current:.0f} ms at L={in_force}; "
                                             f"L={want} fits {budget_ms:.0f} ms")
         return DeadlineDecision(self.layers, "")

@@ -418,3 +418,21 @@ def test_flooding_the_controllers_sensor_topic_keeps_its_queues_bounded(ros):
         gated.gate.set()
         node.destroy_node()
 
+
+
+def test_a_frame_shared_by_samples_is_decoded_and_preprocessed_once(monkeypatch):
+    from admn_ros.data.preprocess import Preprocess
+    from admn_ros.nodes import samples
+
+    decoded = []
+    real = samples.decode
+    monkeypatch.setattr(samples, "decode", lambda m, msg: (decoded.append(m), real(m, msg))[1])
+    prepare = samples.Prepared(Preprocess.from_config(16))
+    first, second = make_sample(1), make_sample(2)
+    for n in NODES:  # the second camera set shares the first one's radar frames
+        second.msgs[(n, "radar")] = first.msgs[(n, "radar")]
+        second.stamps[(n, "radar")] = first.stamps[(n, "radar")]
+    a = samples.sample_inputs(first, ["rgb", "depth", "radar"], list(NODES), prepare)
+    b = samples.sample_inputs(second, ["rgb", "depth", "radar"], list(NODES), prepare)
+    assert decoded.count("radar") == 3 and decoded.count("rgb") == 6
+    assert torch.equal(a["radar"], b["radar"]) and not torch.equal(a["rgb"], b["rgb"])

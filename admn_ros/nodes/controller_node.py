@@ -30,7 +30,7 @@ from admn_ros.nodes.common import (
 )
 from admn_ros.nodes.images import InputError
 from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
-from admn_ros.nodes.samples import sample_inputs
+from admn_ros.nodes.samples import Prepared, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SensorInputs
 from admn_ros.nodes.sync import SyncedSample
 from admn_ros.nodes.worker import WORKER_PARAMS, Worker, set_torch_threads, worker_status
@@ -86,7 +86,7 @@ class ControllerNode(Node):
         set_torch_threads(p["torch_threads"], p["torch_processes"])
         self.allocator = build_allocator(p)
         cfg = self.allocator.cfg
-        self.pre = Preprocess.from_config(cfg.backbone.img_size)
+        self.prepare = Prepared(Preprocess.from_config(cfg.backbone.img_size))
         self.layers = p["initial_budget"] or cfg.total_blocks
         self.drops = Drops(self.get_logger())
         self.stats = {"samples": 0, "allocations": 0, "budget_changes": 0}
@@ -120,7 +120,7 @@ class ControllerNode(Node):
         """The worker's job: decode the sample, allocate under the budget in force, publish."""
         try:
             inputs = sample_inputs(sample, self.allocator.cfg.modalities, self.inputs.nodes,
-                                   self.pre)
+                                   self.prepare)
         except InputError as exc:
             self.drops(exc.reason, str(exc))
             return

@@ -47,7 +47,7 @@ from admn_ros.nodes.localise import (
     pose_covariance,
 )
 from admn_ros.nodes.models import load_admn
-from admn_ros.nodes.samples import StampedBuffer, sample_inputs
+from admn_ros.nodes.samples import Prepared, StampedBuffer, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
 from admn_ros.nodes.sync import SyncedSample
 from admn_ros.nodes.worker import WORKER_PARAMS, Worker, set_torch_threads, worker_status
@@ -91,7 +91,7 @@ class FusionNode(Node):
         set_torch_threads(self.p["torch_threads"], self.p["torch_processes"])
         model = load_admn(self.p["weights"])
         self.localiser = Localiser(model, self.p["backend"])
-        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.prepare = Prepared(Preprocess.from_config(model.cfg.backbone.img_size))
         self.drops = Drops(self.get_logger())
         self.poses = 0
         self.backbone_ms: deque[float] = deque(maxlen=BACKBONE_KEEP)  # p50 in the diagnostics
@@ -190,7 +190,7 @@ class FusionNode(Node):
             self.drops("bad_allocation", str(exc))
             return None
         try:
-            inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.pre)
+            inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.prepare)
             return self.localiser(inputs, active)
         except InputError as exc:
             self.drops(exc.reason, str(exc))

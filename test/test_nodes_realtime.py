@@ -436,3 +436,21 @@ def test_a_frame_shared_by_samples_is_decoded_and_preprocessed_once(monkeypatch)
     b = samples.sample_inputs(second, ["rgb", "depth", "radar"], list(NODES), prepare)
     assert decoded.count("radar") == 3 and decoded.count("rgb") == 6
     assert torch.equal(a["radar"], b["radar"]) and not torch.equal(a["rgb"], b["rgb"])
+
+
+def test_offline_replays_keep_every_sample_and_real_time_is_the_default():
+    from admn_ros.nodes.graph import GraphOptions, describe_graph
+
+    def params(opt: GraphOptions) -> dict[str, dict]:
+        return {s.name: s.parameters[1] for s in describe_graph(opt)}
+
+    live = params(GraphOptions(bag="x.mcap"))
+    assert "max_age_s" not in live["admn_fusion"]  # config/nodes.yaml: freshness on
+    assert node_defaults("admn_fusion")["max_age_s"] > 0
+    assert node_defaults("admn_fusion")["target_period_s"] > 0
+    offline = params(GraphOptions(bag="x.mcap", offline=True))
+    for name in ("admn_controller", "admn_fusion"):
+        assert offline[name]["max_age_s"] == 0.0 and offline[name]["max_queue"] >= 10_000
+    assert offline["admn_fusion"]["target_period_s"] == 0.0  # no deadline loop
+    mine = params(GraphOptions(bag="x.mcap", controller_weights=["c.pt"]))
+    assert mine["admn_power_monitor"]["controller_weights"] == ["c.pt"]  # rounds to what they cover

@@ -70,6 +70,21 @@ def test_worker_catches_everything_per_job_and_keeps_running():
     assert not w.health().alive and worker_status(w, 5.0)[0] == ERROR
 
 
+def test_worker_skips_a_job_that_would_finish_late_while_a_newer_one_waits():
+    clock, drops, done = Clock(), Counts(), []
+    w: Worker[str] = Worker("t", done.append, drops, clock, 10, 133_000_000)
+    w.step_ns = 50e6  # jobs take 50 ms
+    clock.ns = 200_000_000
+    w.put(100_000_000, "old")  # 100 ms old: 150 ms when done
+    w.put(170_000_000, "new")  # 30 ms old
+    while w.step():
+        pass
+    assert done == ["new"] and drops.counts == {"stale": 1}
+    w.put(90_000_000, "alone")  # 110 ms old, nothing newer: its turn is still in time
+    w.step()
+    assert done == ["new", "alone"]
+
+
 def test_worker_status_reports_a_stuck_job_as_error():
     assert Health(True, 3, oldest_s=9.0, busy_s=0.0).stuck(5.0)
     assert Health(True, 0, oldest_s=0.0, busy_s=9.0).stuck(5.0)

@@ -2,8 +2,9 @@
 
 Callbacks take data in (`put`, a few microseconds); the worker computes. The queue has a bound
 and a drop policy (the oldest job goes, as message_filters' queues do: `queue_full`). When a
-job's turn comes and its sample is older than `max_age_ns` on the node's clock, it is dropped
-as `stale` instead of being computed late (`max_age_ns` 0: offline, every job is computed).
+job's turn comes and its sample is older than `max_age_ns` on the node's clock (or would be by
+the time it is done while a newer one waits), it is dropped as `stale` instead of being
+computed late (`max_age_ns` 0: offline, every job is computed).
 Every job runs under a catch-all: an exception is counted as a drop under its own name
 (`images.InputError` under its reason, anything else as `error_<ExceptionType>`) and the loop
 goes on with the next job. `health()` gives the liveness and the age of the oldest queued job
@@ -25,6 +26,7 @@ from admn_ros.nodes.images import InputError
 J = TypeVar("J")
 NS = 1_000_000_000
 ERROR = 2  # diagnostic_msgs/DiagnosticStatus.ERROR
+STEP_EMA = 0.2  # weight of the latest job in the usual job duration
 
 WORKER_PARAMS = {  # the parameters of a node with a worker
     "max_age_s": ("freshness: a sample older than this when its turn comes is dropped as "
@@ -99,6 +101,7 @@ class Worker(Generic[J]):
         self.running = False
         self.started_s = 0.0  # wall time the job in progress started; 0 when idle
         self.done = 0
+        self.step_ns = 0.0  # usual duration of a job (running average), wall ns
         self.thread = threading.Thread(target=self.loop, name=name, daemon=True)
 
     def start(self) -> None:
@@ -143,16 +146,25 @@ class Worker(Generic[J]):
         return True
 
     def run_one(self, stamp: int, job: J) -> None:
-        """Freshness, then the job under a catch-all (counted, never fatal)."""
+        """Freshness, then the job under a catch-all (counted, never fatal).
+
+        Stale: older than `max_age_ns` at its turn, or, while a newer job waits, so old that
+        it would pass `max_age_ns` before a job of the usual duration is done (the newer one
+        is then the better use of the time)."""
         age = self.now_ns() - stamp
-        if self.max_age_ns and age > self.max_age_ns:
-            self.drop("stale", f"{self.name}: sample {age / 1e6:.0f} ms old at its turn "
-                               f"(limit {self.max_age_ns / 1e6:.0f} ms)")
+        late = age + (self.step_ns if self.jobs else 0)
+        if self.max_age_ns and late > self.max_age_ns:
+            self.drop("stale", f"{self.name}: sample {age / 1e6:.0f} ms old at its turn, "
+                               f"{late / 1e6:.0f} ms when done (limit "
+                               f"{self.max_age_ns / 1e6:.0f} ms)")
             return
+        t0 = time.monotonic()
         try:
             self.handle(job)
-        except Exception as exc:
+        except Exception as exc:  # one bad job must not end the worker
             self.drop(drop_reason(exc), f"{self.name}: {type(exc).__name__}: {exc}")
+        ns = (time.monotonic() - t0) * NS
+        self.step_ns = ns if not self.step_ns else STEP_EMA * ns + (1 - STEP_EMA) * self.step_ns
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until every queued job is done (True) or the timeout (False); for tests and

@@ -469,3 +469,26 @@ def test_offline_replays_keep_every_sample_and_real_time_is_the_default():
     assert offline["admn_fusion"]["target_period_s"] == 0.0  # no deadline loop
     mine = params(GraphOptions(bag="x.mcap", controller_weights=["c.pt"]))
     assert mine["admn_power_monitor"]["controller_weights"] == ["c.pt"]  # rounds to what they cover
+
+
+def test_summary_reports_latency_by_third_budget_changes_by_reason_and_cpu_per_sample():
+    from admn_ros.nodes.summary import RunRecord, apply_diagnostics, summarise
+
+    rec = RunRecord(poses=[{"stamp_ns": i * PERIOD_NS, "latency_ms": float(lat), "x_cm": 0.0,
+                            "z_cm": 0.0} for i, lat in enumerate([50, 60, 70, 80, 90, 300])])
+    rec.budget_log["in_force"] = [(0, 24, "power: mains"), (1, 6, "deadline: step 90 ms"),
+                                  (2, 6, "deadline: step 90 ms"), (3, 12, "deadline: fits"),
+                                  (4, 8, "power: battery sag")]
+    apply_diagnostics(rec, {"controller": {"cpu_s": "4.0", "dropped.stale": "2"},
+                            "fusion": {"cpu_s": "5.0", "dropped.stale": "3",
+                                       "dropped.error_TypeError": "1"},
+                            "bag_player": {"cpu_s": "3.0"}})
+    rec.extra["graph_cpu_s_at_start"] = 6.0
+    s = summarise(rec)
+    assert s["latency_ms"]["max"] == 300.0
+    assert s["latency_ms"]["first_third"]["max"] == 60.0
+    assert s["latency_ms"]["last_third"]["max"] == 300.0
+    assert s["budget_changes_by_reason"] == {"deadline": 2, "power": 1}
+    assert s["stale_drops"] == 5 and s["dropped"]["error_TypeError"] == 1
+    assert s["cpu_s_per_sample"] == 1.0  # (4 + 5 + 3 - 6) s over 6 poses
+    assert s["sustained_rate_hz"] == 15.0

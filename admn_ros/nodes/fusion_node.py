@@ -167,9 +167,9 @@ class FusionNode(Node):
             return
         self.publish(stamp, est)
         if self.deadline is not None:
-            t = time.monotonic()
-            self.deadline.steps.add(sum(alloc.active), (time.perf_counter() - t0) * 1e3, t)
-            decision = self.deadline.update(sum(alloc.active), t)
+            t, layers = time.monotonic(), sum(alloc.active)
+            self.deadline.steps.add(layers, (time.perf_counter() - t0) * 1e3, t)
+            decision = self.deadline.update(layers, t)
             if decision.reason:
                 self.publish_latency_budget(decision.layers, decision.reason)
 

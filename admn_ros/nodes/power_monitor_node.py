@@ -88,6 +88,7 @@ class PowerMonitorNode(Node):
         if msg is None:
             return
         if self.power is None or msg.layers != self.power.layers:
+            msg.header.stamp = self.get_clock().now().to_msg()
             self.power_pub.publish(msg)
         self.power = msg
         self.publish(t)

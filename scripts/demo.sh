@@ -2,12 +2,13 @@
 # `make demo`: replay a GDTM-like recording through the full ROS graph with the shipped weights,
 # a simulated power profile stepping the budget down and up, and one camera blinded for a while.
 # Run inside `. scripts/env.sh` (the Makefile does). RATE=<factor> sets the replay speed
-# (default 0.5: what 2 shared CPU cores keep up with; latencies are on the replay clock).
+# (default 1.0: real time; the deadline loop lowers the budget until the graph keeps up, and
+# samples that could only be localised late are dropped as `stale`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=${DEMO_DIR:-runs/demo}
 FRAMES=${FRAMES:-450}
-RATE=${RATE:-0.5}
+RATE=${RATE:-1.0}
 mkdir -p "$DEMO"
 if [ ! -f models/admn_demo.pt ]; then
   echo "demo: no default weights in models/ (models/admn_demo.pt). Get them with \`make train\`." >&2

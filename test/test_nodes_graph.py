@@ -44,8 +44,10 @@ def work(tmp_path_factory):
 
 def admn_run(out: Path, bag: Path, *extra: str, weights: Path | None = None,
              timeout: float = 150) -> subprocess.CompletedProcess:
+    """`admn run` offline (every sample localised, budgets as given: what these tests count;
+    the real-time behaviour is tested in test_nodes_realtime.py)."""
     args = [sys.executable, "-m", "admn_ros.cli", "run", "--bag", str(bag), "--out", str(out),
-            "--rate", "0.5", "--no-plots", *extra]
+            "--rate", "0.5", "--offline", "--no-plots", *extra]
     if weights is not None:
         args += ["--weights", str(weights / "admn.pt"),
                  "--controller-weights", str(weights / "controller_L12.pt")]

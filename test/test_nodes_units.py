@@ -442,6 +442,8 @@ def test_admn_run_starts_exactly_the_nodes_parameters_and_remappings_of_the_desc
     specs = describe_graph(opt)
 
     class Recorder:  # every node has reported, the player is done, nothing new recorded
+        rec = types.SimpleNamespace(extra={})
+
         def diagnostics(self, name):
             return {"done": "1"}
 

@@ -42,6 +42,20 @@ class Allocator:
             raise ValueError(f"budget {layers} is impossible: expected {lo} <= L <= {hi} "
                              f"({self.cfg.num_modalities} modalities x {self.cfg.depth} blocks)")
 
+    def budgets(self) -> list[int]:
+        """Every budget this allocator serves: a learned controller's (or the policy's), and
+        full depth, which needs no choice."""
+        lo, hi = self.cfg.num_modalities, self.cfg.total_blocks
+        return [b for b in range(lo, hi + 1) if b == hi or self.policy is not None
+                or self._covers(b)]
+
+    def _covers(self, layers: int) -> bool:
+        try:
+            self._controller(layers)
+        except ValueError:
+            return False
+        return True
+
     def _controller(self, layers: int) -> tuple[Controller, str]:
         if layers in self.per_budget:
             return self.per_budget[layers], f"learned-L{layers}"

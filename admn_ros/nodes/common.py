@@ -213,11 +213,13 @@ def steady_timer(node, period_s: float, callback: Callable[[], None]):
 class Diagnostics:
     """A node's cumulative counters on /diagnostics: every `period_s` (steady clock), on
     demand, and once more at shutdown (`final`), so a listener always ends with the totals.
-    Values are `key=value` strings; `dropped.<reason>` counts make the level WARN."""
+    Values are `key=value` strings, with the process's CPU seconds (`cpu_s`); `dropped.<reason>`
+    counts make the level WARN; `status()` (level, message, values), if given, may raise it."""
 
     def __init__(self, node, title: str, values: Callable[[], dict[str, Any]],
-                 period_s: float) -> None:
-        self.node, self.title, self.values = node, title, values
+                 period_s: float,
+                 status: Callable[[], tuple[int, str, dict[str, Any]]] | None = None) -> None:
+        self.node, self.title, self.values, self.status = node, title, values, status
         self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.timer = steady_timer(node, period_s, self.publish)
 
@@ -228,13 +230,19 @@ class Diagnostics:
         self.timer = steady_timer(self.node, period_s, self.publish)
 
     def publish(self) -> None:
-        values = self.values()
+        values = {**self.values(), "cpu_s": round(time.process_time(), 3)}
         dropped = any(v for k, v in values.items() if k.startswith("dropped."))
+        level, message = (1, "dropped samples") if dropped else (0, "ok")
+        if self.status is not None:
+            worse, text, extra = self.status()
+            values.update(extra)
+            if worse > level:
+                level, message = worse, text
         arr = DiagnosticArray()
         arr.header.stamp = self.node.get_clock().now().to_msg()
         arr.status = [diagnostic(f"{self.node.get_name()}: {self.title}",
                                  self.node.get_fully_qualified_name(), values,
-                                 level=1 if dropped else 0)]
+                                 level=level, message=message)]
         self.pub.publish(arr)
 
     def final(self, timeout_s: float = 2.0) -> None:

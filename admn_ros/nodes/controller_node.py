@@ -1,4 +1,9 @@
-"""Controller node: synchronised sample + budget in force -> LayerAllocation (same stamp)."""
+"""Controller node: synchronised sample + budget in force -> LayerAllocation (same stamp).
+
+The subscription callbacks only synchronise; each sample goes to a worker (`worker.Worker`:
+bounded queue, freshness, catch-all) that decodes it and runs the allocator, so the executor
+keeps draining the sensor queues while the allocator computes.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from admn_ros.nodes.allocation import Allocation, Allocator
 from admn_ros.nodes.common import (
     LATCHED_QOS,
     LIVE,
+    NS,
     RELIABLE_QOS,
     Diagnostics,
     Drops,
@@ -23,12 +29,14 @@ from admn_ros.nodes.common import (
 from admn_ros.nodes.images import InputError
 from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
-from admn_ros.nodes.samples import sample_inputs
+from admn_ros.nodes.samples import Prepared, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SensorInputs
 from admn_ros.nodes.sync import SyncedSample
+from admn_ros.nodes.worker import WORKER_PARAMS, Worker, set_torch_threads, worker_status
 
 PARAMS = {
     **SENSOR_PARAMS,
+    **WORKER_PARAMS,
     "weights": ("ADMN checkpoint (its model config sets modalities, depth, input size)",),
     "controller_weights": ("controller checkpoints: one universal (budget token) or one per "
                            "budget; empty = use `policy`",),
@@ -77,19 +85,25 @@ class ControllerNode(ManagedNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_controller", **kwargs)
         self.p = declare(self, "admn_controller", PARAMS, self.on_params)
+        set_torch_threads(self.p["torch_threads"], self.p["torch_processes"])
         self.allocator: Allocator | None = None
         self.inputs: SensorInputs | None = None
         self.layers = 0
         self.drops = Drops(self.get_logger())
         self.stats = {"samples": 0, "allocations": 0, "budget_changes": 0}
+        self.worker: Worker[SyncedSample] = Worker(
+            "allocate", self.allocate, self.drops, lambda: self.get_clock().now().nanoseconds,
+            self.p["max_queue"], int(self.p["max_age_s"] * NS))
+        self.worker.start()
         self.diagnostics = Diagnostics(self, "allocation", self.diagnostic_values,
-                                       self.p["diagnostics_period_s"])
+                                       self.p["diagnostics_period_s"],
+                                       lambda: worker_status(self.worker, self.p["stuck_s"]))
         self.autostart(self.p["autostart"])
 
     def load(self) -> None:
         self.allocator = build_allocator(self.p)
         cfg = self.allocator.cfg
-        self.pre = Preprocess.from_config(cfg.backbone.img_size)
+        self.prepare = Prepared(Preprocess.from_config(cfg.backbone.img_size))
         self.layers = self.p["initial_budget"] or cfg.total_blocks
         self.pub = self.create_lifecycle_publisher(LayerAllocation, "admn/allocation",
                                                    RELIABLE_QOS)
@@ -99,8 +113,11 @@ class ControllerNode(ManagedNode):
 
     def reset(self) -> None:
         self.inputs.reset()
+        self.worker.clear()
 
     def free(self) -> None:
+        self.worker.clear()
+        self.worker.wait_idle(self.p["stuck_s"])  # the job in progress uses what is freed
         self.inputs.destroy(self)
         self.destroy_subscription(self.budget_sub)
         self.destroy_lifecycle_publisher(self.pub)
@@ -133,21 +150,26 @@ class ControllerNode(ManagedNode):
 
     def on_sample(self, sample: SyncedSample) -> None:
         self.stats["samples"] += 1
+        self.worker.put(sample.stamp_ns, sample)
+
+    def allocate(self, sample: SyncedSample) -> None:
+        """The worker's job: decode the sample, allocate under the budget in force, publish."""
         try:
             inputs = sample_inputs(sample, self.allocator.cfg.modalities, self.inputs.nodes,
-                                   self.pre)
+                                   self.prepare)
         except InputError as exc:
             self.drops(exc.reason, str(exc))
             return
         except ValueError as exc:
             self.drops("bad_input", str(exc))
             return
+        layers = self.layers  # the budget in force now (set by on_budget)
         try:
-            alloc = self.allocator(inputs, self.layers)
+            alloc = self.allocator(inputs, layers)
         except ValueError as exc:  # a budget no controller covers: count it, stay alive
             self.drops("bad_budget", str(exc))
             return
-        self.pub.publish(allocation_msg(alloc, sample.stamp_ns, self.layers,
+        self.pub.publish(allocation_msg(alloc, sample.stamp_ns, layers,
                                         self.allocator.cfg.modalities))
         self.stats["allocations"] += 1
 
@@ -157,6 +179,10 @@ class ControllerNode(ManagedNode):
                 "received": inputs.received if inputs else 0,
                 "held": len(inputs.sync.held) if inputs else 0,
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
 
 
 def main(args=None) -> int:

@@ -1,16 +1,18 @@
 """Fusion node: a sample + its LayerAllocation (exact stamp) -> pose, markers, path.
 
-The callbacks only buffer frames and pair them with allocations; a worker thread localises
-the complete pairs (oldest first) and publishes, so frames keep being taken in while a
-sample is being localised (torch releases the GIL while it computes).
+The callbacks only buffer frames and pair them with allocations; a worker (`worker.Worker`:
+bounded queue, freshness, catch-all) localises the complete pairs (oldest first) and
+publishes, so frames keep being taken in while a sample is being localised (torch releases
+the GIL while it computes). The worker's step times per active-block count feed the deadline
+loop (`deadline.DeadlineBudget`), whose latency budget goes out on /admn/latency_budget.
 """
 
 from __future__ import annotations
 
 import json
-import queue
+import math
 import sys
-import threading
+import time
 from collections import OrderedDict, deque
 
 import numpy as np
@@ -19,8 +21,9 @@ from nav_msgs.msg import Path
 from visualization_msgs.msg import Marker, MarkerArray
 
 from admn_ros.data.preprocess import Preprocess
-from admn_ros.msg import LayerAllocation
+from admn_ros.msg import ComputeBudget, LayerAllocation
 from admn_ros.nodes.common import (
+    LATCHED_QOS,
     LIVE,
     NS,
     RELIABLE_QOS,
@@ -32,6 +35,7 @@ from admn_ros.nodes.common import (
     stamp_ns,
     to_stamp,
 )
+from admn_ros.nodes.deadline import DeadlineBudget, StepTimes
 from admn_ros.nodes.frames import ground_to_map, world_to_map
 from admn_ros.nodes.images import InputError
 from admn_ros.nodes.localise import (
@@ -44,12 +48,14 @@ from admn_ros.nodes.localise import (
 )
 from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import load_admn
-from admn_ros.nodes.samples import StampedBuffer, sample_inputs
+from admn_ros.nodes.samples import Prepared, StampedBuffer, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
 from admn_ros.nodes.sync import SyncedSample
+from admn_ros.nodes.worker import WORKER_PARAMS, Worker, set_torch_threads, worker_status
 
 PARAMS = {
     **SENSOR_PARAMS,
+    **WORKER_PARAMS,
     "weights": ("ADMN checkpoint (backbones + fusion + head)",),
     "backend": ("inference backend: eager | compile | tensorrt | auto",),
     "pair_buffer": ("allocations waiting for their sample's frames (by exact stamp)", 1, 1000),
@@ -62,7 +68,18 @@ PARAMS = {
     "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0, LIVE),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
     AUTOSTART[0]: AUTOSTART[1],
+    "target_period_s": ("deadline loop: the period a fusion step must fit (the sensor "
+                        "period); 0 = no deadline loop (offline)", 0.0, 10.0),
+    "deadline_load": ("share of the target period a step may take", 0.05, 1.0),
+    "deadline_hysteresis": ("relative margin around the load before the latency budget "
+                            "changes", 0.0, 0.9),
+    "deadline_dwell_s": ("shortest time before the latency budget steps up again, s",
+                         0.0, 600.0),
+    "deadline_window_s": ("step times older than this are forgotten, s", 0.1, 600.0),
+    "deadline_min_samples": ("step times an active-block count needs before it is trusted",
+                             1, 1000),
 }
+Job = tuple[int, SyncedSample, LayerAllocation]
 BACKBONE_KEEP = 100_000  # poses in the backbone p50: all of a bag run, bounded when live
 
 
@@ -77,8 +94,10 @@ class FusionNode(ManagedNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("admn_fusion", **kwargs)
         self.p = declare(self, "admn_fusion", PARAMS, self.on_params)
+        set_torch_threads(self.p["torch_threads"], self.p["torch_processes"])
         self.localiser: Localiser | None = None
         self.frames: StampedBuffer | None = None
+        self.deadline: DeadlineBudget | None = None
         self.drops = Drops(self.get_logger())
         self.poses = 0
         self.backbone_ms: deque[float] = deque(maxlen=BACKBONE_KEEP)  # p50 in the diagnostics
@@ -86,26 +105,32 @@ class FusionNode(ManagedNode):
         self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
         self.nodes = list(self.p["sensor_nodes"])
         self.received = 0
+        self.latency_changes = 0
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()
         self.path.header.frame_id = self.p["frame_id"]
-        self.jobs: queue.Queue[tuple[int, SyncedSample, LayerAllocation] | None] = queue.Queue()
-        self.worker = threading.Thread(target=self.work, daemon=True)
+        self.worker: Worker[Job] = Worker(
+            "localise", self.work, self.drops, lambda: self.get_clock().now().nanoseconds,
+            self.p["max_queue"], int(self.p["max_age_s"] * NS))
         self.worker.start()
         self.diagnostics = Diagnostics(self, "localisation", self.diagnostic_values,
-                                       self.p["diagnostics_period_s"])
+                                       self.p["diagnostics_period_s"],
+                                       lambda: worker_status(self.worker, self.p["stuck_s"]))
         self.autostart(self.p["autostart"])
 
     def load(self) -> None:
         model = load_admn(self.p["weights"])
         self.localiser = Localiser(model, self.p["backend"])
-        self.pre = Preprocess.from_config(model.cfg.backbone.img_size)
+        self.prepare = Prepared(Preprocess.from_config(model.cfg.backbone.img_size))
         self.keys = sensor_keys(self, model.cfg.modalities)
         self.frames = self.frame_buffer(self.p["sync_slop_s"])
         self.pubs = [self.create_lifecycle_publisher(cls, topic, RELIABLE_QOS) for cls, topic in
                      ((PoseWithCovarianceStamped, "admn/pose"), (MarkerArray, "admn/markers"),
                       (Path, "admn/path"))]
         self.pose_pub, self.marker_pub, self.path_pub = self.pubs
+        self.deadline = deadline_loop(self.p, model.cfg.num_modalities, model.cfg.total_blocks)
+        self.latency_pub = self.create_lifecycle_publisher(ComputeBudget, "admn/latency_budget",
+                                                           LATCHED_QOS)
         self.subs = [self.create_subscription(LayerAllocation, "admn/allocation",
                                               self.on_allocation, RELIABLE_QOS),
                      self.create_subscription(PoseStamped, "mocap/car/pose", self.on_truth,
@@ -115,19 +140,17 @@ class FusionNode(ManagedNode):
     def reset(self) -> None:
         self.frames = self.frame_buffer(self.p["sync_slop_s"])
         self.waiting.clear()
-        while True:  # the samples not yet localised are given up, not kept for later
-            try:
-                self.jobs.get_nowait()
-            except queue.Empty:
-                break
+        self.worker.clear()  # the samples not yet localised are given up, not kept for later
 
     def free(self) -> None:
+        self.worker.clear()
+        self.worker.wait_idle(self.p["stuck_s"])  # the job in progress uses what is freed
         for sub in self.subs:
             self.destroy_subscription(sub)
-        for pub in self.pubs:
+        for pub in (*self.pubs, self.latency_pub):
             self.destroy_lifecycle_publisher(pub)
         self.subs, self.pubs = [], []
-        self.localiser = self.frames = None
+        self.localiser = self.frames = self.deadline = None
 
     def frame_buffer(self, slop_s: float) -> StampedBuffer:
         return StampedBuffer(self.keys, SLOW_MODALITIES, int(slop_s * NS),
@@ -172,20 +195,36 @@ class FusionNode(ManagedNode):
                 self.waiting.pop(stamp)
                 self.drops("no_sample", "a frame of the allocated sample was lost")
             else:
-                self.jobs.put((stamp, sample, self.waiting.pop(stamp)))
+                self.worker.put(stamp, (stamp, sample, self.waiting.pop(stamp)))
 
     def on_truth(self, msg: PoseStamped) -> None:
         p = msg.pose.position
         self.truth.append((stamp_ns(msg.header.stamp), p.x, p.z))
 
     # ---------------------------------------------------------------- worker thread
-    def work(self) -> None:
-        """Localise and publish the paired samples in order, until `None` is queued."""
-        while (job := self.jobs.get()) is not None:
-            stamp, sample, alloc = job
-            est = self.localise(sample, alloc)
-            if est is not None and self.active:
-                self.publish(stamp, est)
+    def work(self, job: Job) -> None:
+        """Localise and publish one paired sample; its step time feeds the deadline loop."""
+        stamp, sample, alloc = job
+        t0 = time.perf_counter()
+        est = self.localise(sample, alloc)
+        if est is None or not self.active:
+            return
+        self.publish(stamp, est)
+        deadline = self.deadline
+        if deadline is not None:
+            t, layers = time.monotonic(), sum(alloc.active)
+            deadline.steps.add(layers, (time.perf_counter() - t0) * 1e3, t)
+            decision = deadline.update(layers, t)
+            if decision.reason:
+                self.publish_latency_budget(decision.layers, decision.reason)
+
+    def publish_latency_budget(self, layers: int, reason: str) -> None:
+        msg = ComputeBudget(layers=int(layers), power_w=math.nan, power_limit_w=math.nan,
+                            temperature_c=math.nan, source="deadline", reason=reason)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.latency_pub.publish(msg)
+        self.latency_changes += 1
+        self.get_logger().info(f"latency budget {layers} layers ({reason})")
 
     def localise(self, sample: SyncedSample, alloc: LayerAllocation) -> Estimate | None:
         localiser = self.localiser  # one job runs on what was loaded when it started
@@ -199,7 +238,7 @@ class FusionNode(ManagedNode):
             self.drops("bad_allocation", str(exc))
             return None
         try:
-            inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.pre)
+            inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.prepare)
             return localiser(inputs, active)
         except InputError as exc:
             self.drops(exc.reason, str(exc))
@@ -255,7 +294,9 @@ class FusionNode(ManagedNode):
         """Totals for `admn run` and live monitoring (latencies: the last 200 poses)."""
         lat = list(self.latency_ms)
         return {**self.lifecycle_values(), "received": self.received, "poses": self.poses,
-                "waiting": len(self.waiting) + self.jobs.qsize(),
+                "waiting": len(self.waiting) + self.worker.health().queued,
+                "latency_budget": self.deadline.layers if self.deadline else "",
+                "latency_budget_changes": self.latency_changes,
                 "backbone_ms_p50": round(percentile(self.backbone_ms, 50), 3),
                 "latency_ms_p50": round(percentile(lat, 50), 2),
                 "latency_ms_p95": round(percentile(lat, 95), 2),
@@ -264,9 +305,18 @@ class FusionNode(ManagedNode):
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 
     def destroy_node(self) -> None:
-        self.jobs.put(None)
-        self.worker.join(timeout=5.0)
+        self.worker.stop()
         super().destroy_node()
+
+
+def deadline_loop(p: dict, min_layers: int, total_blocks: int) -> DeadlineBudget | None:
+    """The deadline loop from the node's parameters (None offline: `target_period_s` 0)."""
+    if not p["target_period_s"]:
+        return None
+    steps = StepTimes(p["deadline_window_s"], p["deadline_min_samples"])
+    return DeadlineBudget(list(range(min_layers, total_blocks + 1)), p["target_period_s"],
+                          p["deadline_load"], p["deadline_hysteresis"], p["deadline_dwell_s"],
+                          steps)
 
 
 def marker(header, ns: str, mid: int, kind: int, rgb, position, size: float) -> Marker:

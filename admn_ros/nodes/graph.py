@@ -30,6 +30,9 @@ RAW_PREFIX = "raw/"  # with an injector: the player publishes raw/<topic>, the i
 SENSOR_NODES = ("node1", "node2", "node3")
 SENSOR_READERS = 2  # controller and fusion read every sensor topic
 PLAYER_START_DELAY_S = 30.0  # longest wait for them (loading weights takes a while)
+# offline (evaluation replay): no freshness, no deadline loop, every sample kept; the workers'
+# queues stay bounded, deep enough for a whole replay backlog
+OFFLINE = {"max_age_s": 0.0, "max_queue": 100_000}
 
 
 @dataclass
@@ -60,6 +63,7 @@ class GraphOptions:
     sensor_reliability: str = ""  # default: reliable with a bag (replay), best_effort live
     nodes_yaml: str = ""  # default: <share>/config/nodes.yaml
     namespace: str = ""  # empty: the root namespace (today's names: /admn/pose, ...)
+    offline: bool = False  # keep every sample (no freshness, no deadline loop)
 
 
 def topic_remappings(topics_file: str) -> list[tuple[str, str]]:
@@ -91,6 +95,9 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
     if opt.controller_weights is not None:
         model["controller_weights"] = list(opt.controller_weights) or [""]
     fusion = {k: v for k, v in (("weights", opt.weights), ("backend", opt.backend)) if v}
+    workers = OFFLINE if opt.offline else {}
+    if opt.offline:
+        fusion["target_period_s"] = 0.0
     moved = [(t, t.lstrip("/")) for t in GLOBAL_TOPICS] if opt.namespace else []
     remap = topic_remappings(opt.topics) + moved
 
@@ -101,12 +108,15 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
         power["source"] = opt.budget
     if opt.budget_profile:
         power["profile"] = opt.budget_profile
+    if opt.controller_weights is not None:  # the budget in force is one they cover
+        power["controller_weights"] = model["controller_weights"]
 
     specs = [
         NodeSpec("power_monitor", "admn_power_monitor", [nodes_yaml, power], moved),
-        NodeSpec("controller", "admn_controller", [nodes_yaml, {**common, **sensors, **model}],
-                 remap),
-        NodeSpec("fusion", "admn_fusion", [nodes_yaml, {**common, **sensors, **fusion}], remap),
+        NodeSpec("controller", "admn_controller",
+                 [nodes_yaml, {**common, **sensors, **model, **workers}], remap),
+        NodeSpec("fusion", "admn_fusion",
+                 [nodes_yaml, {**common, **sensors, **fusion, **workers}], remap),
     ]
     if opt.inject:
         specs.append(NodeSpec("corruption_injector", "admn_corruption_injector",

@@ -50,8 +50,8 @@ def decode(modality: str, msg) -> np.ndarray:
                                          f"{list(USABLE.get(modality, ()))}")
     try:
         arr = _to_numpy(msg)
-    except ValueError as exc:
-        raise InputError("bad_size", str(exc)) from None
+    except (ValueError, TypeError) as exc:  # cv_bridge's CvBridgeError is a TypeError, and
+        raise InputError("bad_size", str(exc)) from None  # so is numpy's short buffer
     if modality == "rgb":
         arr = {"rgb8": arr, "bgr8": arr[..., ::-1],
                "mono8": np.repeat(arr[..., None], 3, axis=-1)}[enc]

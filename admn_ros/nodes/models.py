@@ -60,3 +60,16 @@ def load_controllers(paths: list[str], model: ADMN | None = None
             m = re.search(r"_L(\d+)\.pt$", str(path))
             per_budget[int(meta.get("budget") or (m.group(1) if m else 0))] = ctl
     return universal, per_budget
+
+
+def controller_budgets(paths: list[str]) -> tuple[list[int] | None, tuple[int, int] | None]:
+    """(budgets the controllers at `paths` serve, (fewest, most) blocks the network can run),
+    from the checkpoints' own configs; (None, None) without controllers (any budget)."""
+    from admn_ros.nodes.allocation import Allocator
+
+    universal, per_budget = load_controllers(paths)
+    if universal is None and not per_budget:
+        return None, None
+    cfg = (universal or next(iter(per_budget.values()))).cfg
+    return Allocator(cfg, universal, per_budget).budgets(), (cfg.num_modalities,
+                                                            cfg.total_blocks)

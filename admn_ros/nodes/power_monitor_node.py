@@ -1,4 +1,11 @@
-"""Power monitor: power headroom -> layer budget (ComputeBudget, transient local)."""
+"""Power monitor: the budget in force (ComputeBudget on /admn/budget, transient local).
+
+Power headroom (or a manual number) gives the power budget (/admn/power_budget); the fusion
+node's deadline loop gives the latency budget (/admn/latency_budget). The budget in force is
+the smaller of the two, rounded down to a budget the loaded controllers cover
+(`deadline.budget_in_force`); its reason names the limit that binds (`power:`, `manual:` or
+`deadline:`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ from admn_ros.nodes.common import (
     resolve,
     spin_main,
 )
+from admn_ros.nodes.deadline import budget_in_force
+from admn_ros.nodes.models import controller_budgets
 from admn_ros.nodes.power import NAN, BudgetMapper, PowerReading, detect_source
 
 PARAMS = {
@@ -30,6 +39,8 @@ PARAMS = {
     "period_s": ("sampling period, s", 0.01, 60.0),
     "republish_s": ("re-publish an unchanged budget this often, s", 0.1, 600.0),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0, LIVE),
+    "controller_weights": ("the controller node's checkpoints: the budget in force is rounded "
+                           "down to one they cover; empty = any budget",),
 }
 
 
@@ -50,10 +61,17 @@ class PowerMonitorNode(Node):
             str(resolve(self.p["profile"])))
         self.mapper = BudgetMapper(list(self.p["levels_w"]), list(self.p["levels_layers"]),
                                    self.p["hysteresis_w"], self.p["min_dwell_s"])
+        self.covered, self.possible = controller_budgets(
+            [s for s in self.p["controller_weights"] if s])
+        self.latency: ComputeBudget | None = None
+        self.power: ComputeBudget | None = None
         self.last: ComputeBudget | None = None
         self.last_pub_s = -1e18
         self.changes = 0
         self.pub = self.create_publisher(ComputeBudget, "admn/budget", LATCHED_QOS)
+        self.power_pub = self.create_publisher(ComputeBudget, "admn/power_budget", LATCHED_QOS)
+        self.create_subscription(ComputeBudget, "admn/latency_budget", self.on_latency,
+                                 LATCHED_QOS)
         self.create_timer(self.p["period_s"], self.tick)
         self.diagnostics = Diagnostics(self, "budget", self.diagnostic_values,
                                        self.p["diagnostics_period_s"])
@@ -68,13 +86,38 @@ class PowerMonitorNode(Node):
         if "diagnostics_period_s" in changes:
             self.diagnostics.set_period(changes["diagnostics_period_s"])
 
+    def on_latency(self, msg: ComputeBudget) -> None:
+        self.latency = msg
+        self.publish(self.get_clock().now().nanoseconds * 1e-9)
+
     def tick(self) -> None:
         t = self.get_clock().now().nanoseconds * 1e-9
         msg = self.next_budget(t)
         if msg is None:
             return
-        changed = self.last is None or msg.layers != self.last.layers
+        if self.power is None or msg.layers != self.power.layers:
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.power_pub.publish(msg)
+        self.power = msg
+        self.publish(t)
+
+    def publish(self, t: float) -> None:
+        """The budget in force from the last power and latency budgets: on a change, and
+        every `republish_s` unchanged."""
+        if self.power is None:
+            return
+        power = self.power
+        latency = self.latency.layers if self.latency is not None else None
+        layers, why = budget_in_force(power.layers, latency, self.covered, self.possible)
+        label = "manual" if self.source is None else "power"
+        reason = f"deadline: {self.latency.reason}" if why == "deadline" else \
+            f"{label}: {power.reason}"
+        changed = self.last is None or layers != self.last.layers
         if changed or t - self.last_pub_s >= self.p["republish_s"]:
+            msg = ComputeBudget(layers=int(layers), power_w=power.power_w,
+                                power_limit_w=power.power_limit_w,
+                                temperature_c=power.temperature_c, source=power.source,
+                                reason=reason)
             msg.header.stamp = self.get_clock().now().to_msg()
             self.pub.publish(msg)
             self.last_pub_s = t
@@ -102,6 +145,8 @@ class PowerMonitorNode(Node):
             return {"layers": "", "changes": self.changes}
         m = self.last
         return {"layers": m.layers, "source": m.source, "power_w": m.power_w,
+                "power_layers": self.power.layers if self.power else "",
+                "latency_layers": self.latency.layers if self.latency else "",
                 "power_limit_w": m.power_limit_w, "changes": self.changes, "reason": m.reason}
 
 

@@ -45,10 +45,15 @@ RECORDED = {  # topic (relative: the graph's namespace) -> (rclpy type, ROS type
                   RELIABLE_QOS),
     "admn/allocation": (LayerAllocation, "admn_ros/msg/LayerAllocation", RELIABLE_QOS),
     "admn/budget": (ComputeBudget, "admn_ros/msg/ComputeBudget", LATCHED_QOS),
+    "admn/power_budget": (ComputeBudget, "admn_ros/msg/ComputeBudget", LATCHED_QOS),
+    "admn/latency_budget": (ComputeBudget, "admn_ros/msg/ComputeBudget", LATCHED_QOS),
     "admn/markers": (MarkerArray, "visualization_msgs/msg/MarkerArray", RELIABLE_QOS),
     "mocap/car/pose": (PoseStamped, "geometry_msgs/msg/PoseStamped", SENSOR_QOS),
     "/diagnostics": (DiagnosticArray, "diagnostic_msgs/msg/DiagnosticArray", DIAGNOSTICS_QOS),
 }
+
+BUDGET_TOPICS = {"admn/budget": "in_force", "admn/power_budget": "power",
+                 "admn/latency_budget": "deadline"}
 
 
 def typestore_with_admn():
@@ -114,9 +119,12 @@ class Recorder(Node):
                                          "budget": m.budget, "active": list(m.active),
                                          "controller_ms": m.controller_ms,
                                          "noise": list(m.predicted_noise)})
-        elif topic == "admn/budget":
+        elif topic in BUDGET_TOPICS:
             m = deserialize_message(raw, ComputeBudget)
-            self.rec.budgets.append((stamp_ns(m.header.stamp), int(m.layers)))
+            entry = (stamp_ns(m.header.stamp), int(m.layers), str(m.reason))
+            self.rec.budget_log.setdefault(BUDGET_TOPICS[topic], []).append(entry)
+            if topic == "admn/budget":
+                self.rec.budgets.append(entry[:2])
         elif topic == "mocap/car/pose":
             m = deserialize_message(raw, PoseStamped)
             p = m.pose.position

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--controller-weights", nargs="*", default=None,
                         help="controller checkpoint(s) (default: models/)")
     parser.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
+    parser.add_argument("--offline", action="store_true",
+                        help="evaluation replay: localise every sample however late (no "
+                             "freshness drops, no deadline budget); default: real time")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="wall seconds before giving up")
     parser.add_argument("--no-plots", action="store_true", help="skip the two PNG plots")
@@ -69,7 +72,7 @@ def options(args: argparse.Namespace) -> GraphOptions:
                         controller_weights=args.controller_weights,
                         budget=str(args.budget), budget_profile=args.budget_profile,
                         backend=args.backend, rate=args.rate, inject=args.inject,
-                        namespace=args.namespace)
+                        namespace=args.namespace, offline=args.offline)
 
 
 def wait_until(cond: Callable[[], bool], children: Children, deadline: float) -> bool:
@@ -95,6 +98,8 @@ def play(args: argparse.Namespace, specs: list[NodeSpec], recorder: Recorder,
                     children, deadline)
     if not up:
         return False
+    recorder.rec.extra["graph_cpu_s_at_start"] = round(sum(  # start-up, before the replay
+        float((recorder.diagnostics(s.name) or {}).get("cpu_s", 0.0)) for s in graph), 2)
     player = next(s for s in specs if s.executable == PLAYER)
     children.start(player.name, node_command(player, tmp))
     idle = Idle(recorder)

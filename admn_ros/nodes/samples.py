@@ -14,13 +14,31 @@ from admn_ros.nodes.images import decode
 from admn_ros.nodes.sync import LatestWithin, SyncedSample
 
 
+class Prepared:
+    """Decode + normalise, once per frame: the model-ready arrays of the last `keep` frames by
+    (node, modality, stamp), so a frame several samples share (a 4 Hz radar frame serves
+    about four 15 Hz camera sets) is prepared once."""
+
+    def __init__(self, pre: Preprocess, keep: int = 64) -> None:
+        self.pre, self.keep = pre, keep
+        self.arrays: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+
+    def __call__(self, key: tuple[str, str], stamp: int, msg: Any) -> np.ndarray:
+        ident = (*key, stamp)
+        if ident not in self.arrays:
+            self.arrays[ident] = self.pre.numpy(key[1], decode(key[1], msg))
+            while len(self.arrays) > self.keep:
+                self.arrays.popitem(last=False)
+        return self.arrays[ident]
+
+
 def sample_inputs(sample: SyncedSample, modalities: list[str], nodes: list[str],
-                  pre: Preprocess) -> dict[str, Tensor]:
+                  prepare: Prepared) -> dict[str, Tensor]:
     """Decode + normalise every (node, modality): `{m: [1, S, C, s, s]}` float32.
     Raises `images.InputError` (with a drop reason) or ValueError from Preprocess."""
     out = {}
     for m in modalities:
-        views = [pre.numpy(m, decode(m, sample.msgs[(n, m)])) for n in nodes]
+        views = [prepare((n, m), sample.stamps[(n, m)], sample.msgs[(n, m)]) for n in nodes]
         out[m] = torch.from_numpy(np.stack(views))[None]
     return out
 

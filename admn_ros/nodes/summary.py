@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-# what the fusion node alone can drop; its other reasons (bad input, clock jumps) concern
-# samples the controller has already counted
-FUSION_REASONS = ("no_sample", "bad_allocation", "model_error")
+# what the fusion node alone can drop (+ `error_<type>`: a job that raised); its other reasons
+# (bad input, clock jumps) concern samples the controller has already counted
+FUSION_REASONS = ("no_sample", "bad_allocation", "model_error", "stale", "queue_full")
 
 
 @dataclass
@@ -28,6 +28,8 @@ class RunRecord:
     poses: list[dict] = field(default_factory=list)  # stamp_ns, latency_ms, x_cm, z_cm
     allocations: list[dict] = field(default_factory=list)  # stamp_ns, budget, active [M*D]
     budgets: list[tuple[int, int]] = field(default_factory=list)  # (stamp_ns, layers)
+    # "in_force" | "power" | "deadline" -> [(stamp_ns, layers, reason)] as published
+    budget_log: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
     truth: list[tuple[int, float, float]] = field(default_factory=list)  # (stamp_ns, x_m, z_m)
     dropped: Counter = field(default_factory=Counter)
     modalities: list[str] = field(default_factory=list)
@@ -50,7 +52,8 @@ def apply_diagnostics(rec: RunRecord, last: dict[str, dict[str, str]]) -> None:
     rec.frames_in = int(player.get("frames", 0))
     rec.samples_synced = int(ctl.get("samples", 0))
     rec.dropped = dropped_counts(ctl)
-    rec.dropped.update({k: v for k, v in dropped_counts(fus).items() if k in FUSION_REASONS})
+    rec.dropped.update({k: v for k, v in dropped_counts(fus).items()
+                        if k in FUSION_REASONS or k.startswith("error_")})
     if int(fus.get("waiting", 0)):  # allocations still waiting for frames at the end
         rec.dropped["no_sample"] += int(fus["waiting"])
     if int(ctl.get("held", 0)):  # camera sets still waiting for their radar at the end
@@ -62,6 +65,7 @@ def apply_diagnostics(rec: RunRecord, last: dict[str, dict[str, str]]) -> None:
                                     "fusion": int(fus.get("received", 0))}
     if "corruption_injector" in last:
         rec.windows = json.loads(last["corruption_injector"].get("windows", "[]"))
+    rec.extra["graph_cpu_s"] = round(sum(float(v.get("cpu_s", 0.0)) for v in last.values()), 2)
 
 
 def p(values, q: float) -> float | None:
@@ -113,6 +117,46 @@ def injected_shares(rec: RunRecord, per: np.ndarray) -> dict:
     return {"windows": [w["label"] for w in rec.windows], "by_budget": by_budget}
 
 
+def latency_stats(poses: list[dict]) -> dict:
+    """p50 / p95 / max of the pose latencies (ms), over the run and its first and last third
+    (in stamp order: does latency grow as the run goes on?)."""
+    lat = [r["latency_ms"] for r in sorted(poses, key=lambda r: r["stamp_ns"])]
+    third = len(lat) // 3
+
+    def stats(v: list[float]) -> dict:
+        return {"p50": p(v, 50), "p95": p(v, 95), "max": round(max(v), 3) if v else None}
+
+    return {**stats(lat), "first_third": stats(lat[:third]),
+            "last_third": stats(lat[len(lat) - third:] if third else [])}
+
+
+def budget_changes_by_reason(log: list[tuple[int, int, str]]) -> dict[str, int]:
+    """Changes of the budget in force, by the limit that made them (`power`, `deadline`, ...:
+    the reason's prefix)."""
+    out: Counter[str] = Counter()
+    for (_, a, _), (_, b, why) in itertools.pairwise(sorted(log)):
+        if a != b:
+            out[why.split(":", 1)[0]] += 1
+    return dict(sorted(out.items()))
+
+
+def real_time(rec: RunRecord) -> dict:
+    """Sustained rate (poses per second of recording time) and the graph's CPU seconds per
+    localised sample (every node process): during the replay, and with start-up included."""
+    stamps = sorted(r["stamp_ns"] for r in rec.poses)
+    span_s = (stamps[-1] - stamps[0]) / 1e9 if len(stamps) > 1 else 0.0
+    cpu = rec.extra.get("graph_cpu_s")
+    replay = cpu - rec.extra["graph_cpu_s_at_start"] if cpu and \
+        "graph_cpu_s_at_start" in rec.extra else None
+
+    def per_sample(seconds: float | None) -> float | None:
+        return round(seconds / len(stamps), 4) if seconds and stamps else None
+
+    return {"sustained_rate_hz": round((len(stamps) - 1) / span_s, 3) if span_s else None,
+            "cpu_s_per_sample": per_sample(replay),
+            "cpu_s_per_sample_with_startup": per_sample(cpu)}
+
+
 def summarise(rec: RunRecord) -> dict:
     err = errors_cm(rec.poses, rec.truth)
     layers = [sum(a["active"]) for a in rec.allocations]
@@ -130,14 +174,16 @@ def summarise(rec: RunRecord) -> dict:
         "poses_out": len(rec.poses),
         "allocations_out": len(rec.allocations),
         "dropped": dict(sorted(rec.dropped.items())),
+        "stale_drops": rec.dropped.get("stale", 0),  # too old at their turn: not localised
         "mean_error_cm": round(float(err.mean()), 2) if err.size else None,
         "mean_active_layers": round(float(np.mean(layers)), 3) if layers else None,
         "mean_active_layers_per_modality": per_mod,
         "injected": injected,
         "budget_changes": changes,
+        "budget_changes_by_reason": budget_changes_by_reason(rec.budget_log.get("in_force", [])),
         "budgets": sorted(set(budgets)),
-        "latency_ms": {"p50": p([r["latency_ms"] for r in rec.poses], 50),
-                       "p95": p([r["latency_ms"] for r in rec.poses], 95)},
+        "latency_ms": latency_stats(rec.poses),
+        **real_time(rec),
         "controller_ms_p50": p([a["controller_ms"] for a in rec.allocations], 50),
         "backbone_ms_p50": rec.backbone_ms_p50,
         **rec.extra,
@@ -196,7 +242,14 @@ def plot_allocation(rec: RunRecord, path: Path) -> Path:
         per = blocks_per_modality(rec)
         ax.stackplot(t, per.T, labels=rec.modalities, alpha=0.8)
         ax.step(t, [a["budget"] for a in rec.allocations], where="post", color="k", lw=1.5,
-                label="budget")
+                label="budget in force")
+        for kind, style in (("power", dict(color="tab:orange", ls="--")),
+                            ("deadline", dict(color="tab:red", ls=":"))):
+            log = sorted(rec.budget_log.get(kind, []))
+            if log:  # held from each publication to the end of the allocations
+                tb = [(s - t0) / 1e9 for s, _, _ in log] + [t[-1]]
+                ax.step(tb, [b for _, b, _ in log] + [log[-1][1]], where="post", lw=1.5,
+                        label=f"{kind} budget", **style)
         for w in rec.windows:
             ax.axvspan((w["start_ns"] - t0) / 1e9, (w["end_ns"] - t0) / 1e9, color="red",
                        alpha=0.12)
@@ -204,7 +257,8 @@ def plot_allocation(rec: RunRecord, path: Path) -> Path:
                     fontsize=7, color="darkred", va="top")
     ax.set_xlabel("recording time (s)")
     ax.set_ylabel("active blocks")
-    return _save(fig, ax, path, "Layers per modality (stacked), budget, injected corruptions (red)")
+    return _save(fig, ax, path, "Layers per modality (stacked), power and deadline budgets, "
+                                "injected corruptions (red)")
 
 
 def _save(fig, ax, path, title: str):

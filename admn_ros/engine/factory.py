@@ -53,13 +53,15 @@ def resolve_backend(name: str, device: str | torch.device | None = None) -> str:
 def make_backend(name: str, model: ADMN, controller: Controller | None = None,
                  device: str | torch.device | None = None, precision: str | None = None,
                  num_threads: int | None = None, check_finite: bool = True,
-                 **backend_options) -> Engine:
+                 overlap: bool = True, **backend_options) -> Engine:
     """Build an inference engine. `precision` default: fp16 for TensorRT, else fp32.
+    `overlap`: controller concurrent with the mask-independent work (see `Engine`).
     `backend_options`: extra keyword arguments of the backend (tensorrt: `cache_dir`;
     compile: `compiler`)."""
     device = device or default_device()
     name = resolve_backend(name, device)
-    common = dict(device=device, num_threads=num_threads, check_finite=check_finite)
+    common = dict(device=device, num_threads=num_threads, check_finite=check_finite,
+                  overlap=overlap)
     if name == "tensorrt":
         return TensorRTEngine(model, controller, precision=precision or "fp16",
                               **common, **backend_options)

@@ -289,14 +289,16 @@ class Engine:
             logits, noise = self.controller_lowres_net(*(lowres[m] for m in self.modalities), b)
         return self._select(logits, noise, b, batch)
 
-    def _decide(self, xs: list[Tensor], budget: int | Tensor,
-                batch: int) -> tuple[Tensor, Tensor | None]:
-        """Allocation from full-size inputs (per modality, in `self.modalities` order)."""
+    def _decide(self, xs: list[Tensor], budget: int | Tensor, batch: int,
+                alone: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Allocation from full-size inputs (per modality, in `self.modalities` order).
+        `alone`: nothing else runs meanwhile, so `_controller_context` may switch kernels
+        process-wide (it would slow the patch embeddings running beside it)."""
         if self.controller_net is None:
             size = self.cfg.controller.img_size
             return self.policy(downsample(dict(zip(self.modalities, xs, strict=True)), size),
                                budget), None
-        with self._controller_context():
+        with self._controller_context() if alone else nullcontext():
             logits, noise = self.controller_net(*xs, budget)
         return self._select(logits, noise, budget, batch)
 
@@ -305,7 +307,7 @@ class Engine:
         """`_decide` on the controller thread (grad mode is per thread), and its time in ms."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self._decide(xs, budget, batch)
+            out = self._decide(xs, budget, batch, alone=False)
         return out, (time.perf_counter() - t0) * 1e3
 
     def _controller_worker(self) -> ThreadPoolExecutor:

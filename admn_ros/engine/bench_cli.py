@@ -16,7 +16,15 @@ import torch
 from admn_ros.core.config import config_diff, load_model_config
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
-from admn_ros.engine.bench import budgets_to_measure, measure, precision_errors, summarize
+from admn_ros.engine.bench import (
+    budgets_to_measure,
+    full_depth_throughput,
+    gemm_peak,
+    measure,
+    peak_threads,
+    precision_errors,
+    summarize,
+)
 from admn_ros.engine.factory import (
     BACKENDS,
     available_backends,
@@ -35,8 +43,8 @@ ROWS_BEGIN, ROWS_END = "<!-- bench-rows:begin -->", "<!-- bench-rows:end -->"
 DOC_HEADER = (
     "| date | machine | torch | backend | device | precision | threads | L min/¼/full "
     "| step p50 ms min/¼/full | ratio ¼/full | controller share ¼ | fixed overhead ms "
-    "| load 1 min | JSON |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| load 1 min | JSON | full depth / 1-thread GEMM peak |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 # std of the random head used with random-init weights (the core zero-initialises it, which
 # would make every output equal and the fp16/bf16 error check meaningless)
@@ -115,7 +123,7 @@ def load_modules(args) -> tuple[ADMN, Controller, str]:
 
 # ------------------------------------------------------------------------------- one backend
 def bench_backend(name: str, args, model: ADMN, controller: Controller, device: str,
-                  threads: int | None) -> dict:
+                  threads: int | None, peak: dict[str, dict] | None) -> dict:
     plan = QUICK if args.quick else FULL
     warmup = plan["warmup"] if args.warmup is None else args.warmup
     repeats = plan["repeats"] if args.repeats is None else args.repeats
@@ -128,6 +136,7 @@ def bench_backend(name: str, args, model: ADMN, controller: Controller, device: 
     print(f"[{name}] start-up + warm-up {startup_s:.1f} s; measuring L = {budgets[0]}.."
           f"{budgets[-1]} ({len(budgets)} values) x {repeats} repeats", flush=True)
     rows = measure(engine, budgets, args.batch, warmup, repeats)
+    throughput = {} if not peak else full_depth_throughput(engine, rows, peak, args.batch)
     result = {
         "backend": engine.name,
         "device": str(engine.device),
@@ -141,7 +150,9 @@ def bench_backend(name: str, args, model: ADMN, controller: Controller, device: 
         "startup_s": round(startup_s, 3),
         "wall_s": round(time.perf_counter() - t0, 2),
         "rows": rows,
-        **summarize(rows, engine.cfg.total_blocks),
+        **throughput,
+        **summarize(rows, engine.cfg.total_blocks,
+                    throughput.get("share_of_single_thread_peak")),
     }
     lower = ["fp16", "bf16"] if engine.device.type == "cuda" else ["bf16"]
     if engine.name != "tensorrt" and engine.precision == "fp32":
@@ -161,7 +172,13 @@ def doc_row(res: dict, meta: dict, json_path: Path) -> str:
             f"| {res['device']} | {res['precision']} | {res['threads']} | {lo}/{q}/{hi} "
             f"| {step} | {res['ratio_quarter_to_full']:.3f} "
             f"| {res['controller_share_quarter']:.1%} | {res['fixed_overhead_ms']:.2f} "
-            f"| {meta['load_average'][0] if meta['load_average'] else '?'} | {shown} |")
+            f"| {meta['load_average'][0] if meta['load_average'] else '?'} | {shown} "
+            f"| {_share(res)} |")
+
+
+def _share(res: dict) -> str:
+    share = res.get("share_of_single_thread_peak")
+    return "-" if share is None else f"{share:.0%} ({res['full_depth_gflops']:.1f} GFLOP/s)"
 
 
 def append_doc_rows(doc: Path, rows: list[str]) -> None:
@@ -219,9 +236,14 @@ def run(args: argparse.Namespace) -> int:
         "quick": args.quick,
         "load_average": list(_loadavg()),
     }
+    peak = None
+    if torch.device(device).type == "cpu":  # the machine's fp32 GEMM peak, in this same run
+        peak = meta["gemm_peak_gflops"] = gemm_peak(peak_threads())
+        print("fp32 GEMM peak (GFLOP/s): " + ", ".join(
+            f"{t} thread(s) {r['gflops']:.1f}" for t, r in peak.items()), flush=True)
     results = {}
     for name in names:
-        results[name] = bench_backend(name, args, model, controller, device, threads)
+        results[name] = bench_backend(name, args, model, controller, device, threads, peak)
         _print_table(results[name])
     primary = results[names[0]]
     out = {**meta, **{k: v for k, v in primary.items()}, "skipped": skipped,
@@ -254,3 +276,6 @@ def _print_table(res: dict) -> None:
     print(f"fixed overhead (L={res['fixed_overhead_blocks']}): {res['fixed_overhead_ms']:.2f} ms; "
           f"L={res['quarter_blocks']}: ratio {res['ratio_quarter_to_full']:.3f}, controller "
           f"share {res['controller_share_quarter']:.1%}; goals {res['goals']}")
+    if "full_depth_gflops" in res:
+        print(f"full depth: {res['full_depth_gflops']:.1f} GFLOP/s = {_share(res)} of the "
+              "single-thread fp32 GEMM peak")

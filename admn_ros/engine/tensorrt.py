@@ -80,6 +80,11 @@ def compile_settings(precision: str, explicit_typing: bool) -> dict[str, Any]:
     return {"enabled_precisions": {PRECISIONS[precision]}}
 
 
+def load_engine(payload: bytes) -> Callable:
+    """A saved engine (`torch_tensorrt.save` bytes) as a callable module."""
+    return torch.export.load(io.BytesIO(payload)).module()
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
@@ -113,7 +118,7 @@ class _EnginePart:
         shapes = [tuple(a.shape) for a in args]
         try:
             payload = o.cache.get_or_build(self.key_fields(args), lambda: self._build(args))
-            return torch.export.load(io.BytesIO(payload)).module()
+            return load_engine(payload)
         except EngineStartupError:
             raise
         except Exception as exc:  # the builder fails in many ways; the node reports one line
@@ -150,11 +155,9 @@ class TensorRTEngine(Engine):
             raise EngineStartupError(f"backend 'tensorrt' unavailable: {reason} (install "
                                      "torch-tensorrt matching torch, or use --backend "
                                      "compile/eager)")
-        if torch.device(device).type != "cuda":
-            raise ValueError(f"backend 'tensorrt': expected a CUDA device, got {device!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
-        self.gpu_name = torch.cuda.get_device_name(torch.device(device))
+        self.gpu_name = self._gpu_name(torch.device(device))
         self.trt_version = tensorrt_version()
         self.explicit_typing = explicit_typing_supported()
         self.code_version = code_version([importlib.import_module(m)
@@ -164,6 +167,12 @@ class TensorRTEngine(Engine):
         super().__init__(model, controller, device, torch_dtype, num_threads, check_finite,
                          overlap)
         self.precision = precision  # what TensorRT runs (with weak typing: kernels it may pick)
+
+    def _gpu_name(self, device: torch.device) -> str:
+        """Name of the CUDA device the engines are built for (part of the cache key)."""
+        if device.type != "cuda":
+            raise ValueError(f"backend 'tensorrt': expected a CUDA device, got {str(device)!r}")
+        return torch.cuda.get_device_name(device)
 
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         return _EnginePart(self, name, module)

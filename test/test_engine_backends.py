@@ -3,7 +3,9 @@ follows the allocation, bad input is rejected with ValueError."""
 
 from __future__ import annotations
 
+import copy
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from admn_ros.engine import (
 from admn_ros.engine.base import CONTROLLER_THREAD
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +226,22 @@ def test_backend_selection_on_cpu():
     assert "eager" in available_backends("cpu")
     assert "tensorrt" not in available_backends("cpu")
     assert backend_unavailable_reason("tensorrt", "cpu")
+
+
+def test_shipped_weights_give_the_core_outputs_through_the_engine():
+    """The default weights in models/ load unchanged and the overlapped engine reproduces the
+    core controller's allocation and the core model's prediction with them."""
+    from admn_ros.core.checkpoint import load_checkpoint
+
+    model = load_checkpoint(ROOT / "models/admn_demo.pt", kind="admn").module.eval()
+    controller = load_checkpoint(ROOT / "models/controller_demo_L6.pt",
+                                 kind="controller").module.eval()
+    engine = make_backend("eager", copy.deepcopy(model), copy.deepcopy(controller),
+                          device="cpu")
+    x = tiny_inputs(model.cfg, 2, seed=8)
+    res = engine.step(x, 6)
+    with torch.no_grad():
+        out = controller(downsample(x, model.cfg.controller.img_size), 6, sample=False)
+        ref = model(x, out.mask.bool())
+    assert torch.equal(res.mask, out.mask.bool())
+    assert_pred_close(res.prediction, ref)

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc", type=Path, default=None,
                         help=f"markdown file to append a row to (default {DOC.relative_to(ROOT)})")
     parser.add_argument("--no-doc", action="store_true", help="do not append a docs row")
+    parser.add_argument("--no-overlap", action="store_true",
+                        help="controller and mask-independent work one after the other (default "
+                             "on CPU: the controller on a second thread meanwhile)")
 
 
 # ------------------------------------------------------------------------------- model loading
@@ -129,7 +132,7 @@ def bench_backend(name: str, args, model: ADMN, controller: Controller, device: 
     repeats = plan["repeats"] if args.repeats is None else args.repeats
     t0 = time.perf_counter()
     engine = make_backend(name, model, controller, device=device, precision=args.precision,
-                          num_threads=threads)
+                          num_threads=threads, overlap=not args.no_overlap)
     lo, hi = engine.budget_range
     budgets = budgets_to_measure(lo, hi, args.quick)
     startup_s = engine.warmup(args.batch, budgets, repeats=1)
@@ -145,6 +148,7 @@ def bench_backend(name: str, args, model: ADMN, controller: Controller, device: 
         "total_blocks": engine.cfg.total_blocks,
         "batch": args.batch,
         "threads": torch.get_num_threads(),
+        "overlap": engine.overlap,
         "warmup": warmup,
         "repeats": repeats,
         "startup_s": round(startup_s, 3),

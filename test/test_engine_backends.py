@@ -14,6 +14,7 @@ from test_engine_fixtures import masks, tiny_inputs, tiny_modules
 from admn_ros.core.model import downsample
 from admn_ros.engine import (
     EngineOutOfMemoryError,
+    EngineStartupError,
     available_backends,
     backend_unavailable_reason,
     make_backend,
@@ -245,3 +246,17 @@ def test_shipped_weights_give_the_core_outputs_through_the_engine():
         ref = model(x, out.mask.bool())
     assert torch.equal(res.mask, out.mask.bool())
     assert_pred_close(res.prediction, ref)
+
+
+def test_any_failure_at_warm_up_is_one_startup_line():
+    model, controller = tiny_modules()
+    engine = make_backend("eager", model, controller, device="cpu")
+
+    def broken(*_):
+        raise AssertionError("a library's internal check\nwith a second line")
+
+    engine.fusion = broken
+    with pytest.raises(EngineStartupError) as err:
+        engine.warmup()
+    assert str(err.value) == ("backend 'eager' (fp32, cpu) failed at warm-up: AssertionError: "
+                              "a library's internal check")

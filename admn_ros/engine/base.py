@@ -65,6 +65,12 @@ class EngineStartupError(RuntimeError):
     names the backend and the cause (the original exception is chained)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (at most 300 characters of it)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def on_engine_thread(method: Callable) -> Callable:
     """Run a public method on the engine's own thread when it has one (`Engine.pinned`), so
     state that lives in one thread (CUDA graphs) is captured and replayed on that thread."""
@@ -430,10 +436,8 @@ class Engine:
         except (ValueError, EngineStartupError, EngineOutOfMemoryError):
             raise
         except Exception as exc:  # backends fail in many ways; callers report one line
-            lines = str(exc).strip().splitlines()
-            raise EngineStartupError(
-                f"backend {self.name!r} ({self.precision}, {self.device}) failed at warm-up: "
-                f"{type(exc).__name__}: {lines[0][:300] if lines else ''}") from exc
+            raise EngineStartupError(f"backend {self.name!r} ({self.precision}, {self.device}) "
+                                     f"failed at warm-up: {one_line(exc)}") from exc
         self.startup_s = time.perf_counter() - self._t_created
         return self.startup_s
 

@@ -29,6 +29,7 @@ import torch
 from admn_ros.core.config import load_model_config
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
+from admn_ros.engine.base import one_line
 from admn_ros.engine.bench import budgets_to_measure, measure, precision_errors, summarize
 from admn_ros.engine.factory import backend_unavailable_reason, make_backend
 
@@ -107,7 +108,7 @@ def check_config(name: str, config: Path, device: str, dry: bool, deadline: floa
                 r["startup_warm_cache_s"] = round(warm.warmup(1, repeats=1), 2)
             res["backends"][backend] = r
         except Exception as exc:  # one failing backend must not hide the others' results
-            res["skipped"][backend] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+            res["skipped"][backend] = f"failed: {one_line(exc)}"
     eager = res["backends"].get("eager")
     if eager is not None:
         fp32 = make_backend("eager", copy.deepcopy(model), copy.deepcopy(controller),

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from admn_ros.engine.base import PRECISIONS, Engine, EngineStartupError
+from admn_ros.engine.base import PRECISIONS, Engine, EngineStartupError, one_line
 from admn_ros.engine.cache import EngineCache, cache_key_fields, code_version, weights_hash
 from admn_ros.engine.parts import part_config
 
@@ -85,11 +85,6 @@ def load_engine(payload: bytes) -> Callable:
     return torch.export.load(io.BytesIO(payload)).module()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
-
-
 class _EnginePart:
     """One part; one TensorRT engine per distinct input signature, built or loaded lazily."""
 
@@ -124,7 +119,7 @@ class _EnginePart:
         except Exception as exc:  # the builder fails in many ways; the node reports one line
             raise EngineStartupError(
                 f"backend 'tensorrt': engine for part {self.name} {shapes} ({o.precision}, "
-                f"{o.trt_version}, {o.gpu_name}) failed: {_one_line(exc)}; use --backend "
+                f"{o.trt_version}, {o.gpu_name}) failed: {one_line(exc)}; use --backend "
                 "compile or eager") from exc
 
     def _build(self, args: tuple[Tensor, ...]) -> bytes:

@@ -64,7 +64,7 @@ def test_engine_with_its_own_thread_runs_every_part_there():
     with the same results as an engine without one."""
     model, controller = tiny_modules()
     engine = make_backend("eager", model, controller, device="cpu", overlap=False)
-    engine._pinned_pool = ThreadPoolExecutor(1, PINNED_THREAD)  # what CompileEngine does on CUDA
+    engine._pin_thread()  # what CompileEngine does on CUDA
     seen = set()
     for blk in (model.backbones["rgb"].blocks[0], model.fusion.blocks[0]):
         blk.register_forward_pre_hook(lambda *_: seen.add(threading.current_thread().name))

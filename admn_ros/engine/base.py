@@ -8,6 +8,10 @@ TensorRT engines, ...
 Batch > 1 is sub-batched by allocation: block (m, i) runs once, on exactly the samples whose
 mask has it on (gather, run, scatter). Samples never see each other, so the result equals
 running every sample alone.
+
+`step` keeps the controller off the critical path on CPU: it runs on a second thread (its
+downsampling inside its graph) while the calling thread runs what every allocation needs
+anyway, the stem and block 0 of each modality; the rest of the blocks follow its mask.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def on_engine_thread(method: Callable) -> Callable:
     @functools.wraps(method)
     def wrapper(self: Engine, *args, **kwargs):
         pool = self._pinned_pool
-        if pool is None or threading.current_thread().name.startswith(PINNED_THREAD):
+        if pool is None or threading.get_ident() == self._pinned_ident:
             return method(self, *args, **kwargs)
         return pool.submit(method, self, *args, **kwargs).result()
 
@@ -157,6 +161,7 @@ class Engine:
         self.check_finite = check_finite
         self.overlap = overlap
         self._pinned_pool: ThreadPoolExecutor | None = None  # see `on_engine_thread`
+        self._pinned_ident: int | None = None
         self._controller_pool: ThreadPoolExecutor | None = None
         self.cfg = model.cfg
         self.modalities = list(self.cfg.modalities)
@@ -199,6 +204,14 @@ class Engine:
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         """Backend hook: a callable equivalent to `module` (eager: the module itself)."""
         return module
+
+    def _pin_thread(self) -> None:
+        """From now on run every public method on one thread of the engine's own."""
+
+        def remember() -> None:
+            self._pinned_ident = threading.get_ident()
+
+        self._pinned_pool = ThreadPoolExecutor(1, PINNED_THREAD, initializer=remember)
 
     def _begin_run(self) -> None:
         """Backend hook called once before each run (e.g. CUDA-graph step marking)."""

@@ -13,12 +13,11 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 
-from admn_ros.engine.base import PINNED_THREAD, Engine
+from admn_ros.engine.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ class CompileEngine(Engine):
         super().__init__(model, controller, device, precision, num_threads, check_finite,
                          overlap)
         if self.mode == "reduce-overhead":  # capture and replay on one thread (module doc)
-            self._pinned_pool = ThreadPoolExecutor(1, PINNED_THREAD)
+            self._pin_thread()
 
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         if self.unavailable:

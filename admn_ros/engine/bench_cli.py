@@ -172,7 +172,8 @@ def doc_row(res: dict, meta: dict, json_path: Path) -> str:
     lo, q, hi = min(by_l), res["quarter_blocks"], max(by_l)
     step = "/".join(f"{by_l[b]['step_ms_p50']:.2f}" for b in (lo, q, hi))
     shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path.name
-    return (f"| {meta['date'][:16]} | {meta['machine']} | {meta['torch']} | {res['backend']} "
+    backend = res["backend"] + ("" if res.get("overlap", True) else " (no overlap)")
+    return (f"| {meta['date'][:16]} | {meta['machine']} | {meta['torch']} | {backend} "
             f"| {res['device']} | {res['precision']} | {res['threads']} | {lo}/{q}/{hi} "
             f"| {step} | {res['ratio_quarter_to_full']:.3f} "
             f"| {res['controller_share_quarter']:.1%} | {res['fixed_overhead_ms']:.2f} "

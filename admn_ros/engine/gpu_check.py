@@ -39,6 +39,7 @@ DRY_CONFIGS = {"tiny": ROOT / "config/model/tiny.yaml"}
 BUDGET_S = 420.0  # the whole check stays under 8 minutes with start-up and writing
 # An item is started only when at least this many seconds of the budget are left.
 MIN_LEFT_S = {"eager": 20.0, "compile": 120.0, "tensorrt": 150.0}
+BACKEND_ORDER = ("eager", "compile", "tensorrt")
 WARMUP, REPEATS = 3, 20
 GOAL_COMPILE_SPEEDUP = 3.0  # compile >= 3x eager at batch 1, vitb16, full depth
 HEAD_INIT_STD = 0.02  # random head (the core zero-initialises it) so errors are measurable
@@ -83,45 +84,44 @@ def bench_one(backend: str, model: ADMN, controller: Controller, device: str,
             "rows": rows, **summarize(rows, engine.cfg.total_blocks)}
 
 
-def check_config(name: str, config: Path, device: str, dry: bool, deadline: float,
-                 cache_dir: Path) -> dict:
-    model, controller = modules(config)
-    res: dict = {"config": str(config.relative_to(ROOT)), "backends": {}, "skipped": {}}
-    plan = {"eager": {}, "compile": {"compiler": "eager"} if dry else {}}
-    reason = backend_unavailable_reason("tensorrt", device)
-    if reason is None:
-        plan["tensorrt"] = {"cache_dir": cache_dir / name}
-    else:
-        res["skipped"]["tensorrt"] = reason
-    for backend, options in plan.items():
-        left = deadline - time.perf_counter()
-        if left < (0.0 if dry else MIN_LEFT_S[backend]):
-            res["skipped"][backend] = f"time budget ({left:.0f} s left)"
-            continue
-        print(f"[{name}] {backend} ...", flush=True)
-        try:
-            r = bench_one(backend, model, controller, device, options,
-                          *((1, 3) if dry else (WARMUP, REPEATS)))
-            if backend == "tensorrt":  # second start: engines come from the cache just built
-                warm = make_backend(backend, copy.deepcopy(model), copy.deepcopy(controller),
-                                    device=device, **options)
-                r["startup_warm_cache_s"] = round(warm.warmup(1, repeats=1), 2)
-            res["backends"][backend] = r
-        except Exception as exc:  # one failing backend must not hide the others' results
-            res["skipped"][backend] = f"failed: {one_line(exc)}"
-    eager = res["backends"].get("eager")
-    if eager is not None:
+def run_backend(res: dict, name: str, backend: str, modules_: tuple[ADMN, Controller],
+                device: str, dry: bool, deadline: float, cache_dir: Path) -> None:
+    """Measure one backend on one config into `res` (or say in `res["skipped"]` why not)."""
+    model, controller = modules_
+    options: dict = {"compiler": "eager"} if dry and backend == "compile" else {}
+    if backend == "tensorrt":
+        reason = backend_unavailable_reason("tensorrt", device)
+        if reason is not None:
+            res["skipped"][backend] = reason
+            return
+        options = {"cache_dir": cache_dir / name}
+    left = deadline - time.perf_counter()
+    if left < (0.0 if dry else MIN_LEFT_S[backend]):
+        res["skipped"][backend] = f"time budget ({left:.0f} s left)"
+        return
+    print(f"[{name}] {backend} ...", flush=True)
+    try:
+        r = bench_one(backend, model, controller, device, options,
+                      *((1, 3) if dry else (WARMUP, REPEATS)))
+        if backend == "tensorrt":  # second start: engines come from the cache just built
+            warm = make_backend(backend, copy.deepcopy(model), copy.deepcopy(controller),
+                                device=device, **options)
+            r["startup_warm_cache_s"] = round(warm.warmup(1, repeats=1), 2)
+        res["backends"][backend] = r
+    except Exception as exc:  # one failing backend must not hide the others' results
+        res["skipped"][backend] = f"failed: {one_line(exc)}"
+        return
+    if backend == "eager":
         fp32 = make_backend("eager", copy.deepcopy(model), copy.deepcopy(controller),
                             device=device)
         lower = ["fp16", "bf16"] if torch.device(device).type == "cuda" else ["bf16"]
         res["precision_error_vs_fp32"] = precision_errors(
             fp32, lambda m, c, p: make_backend("eager", m, c, device=device, precision=p), lower)
-        compiled = res["backends"].get("compile")
-        if compiled is not None:
-            speedup = eager["rows"][-1]["step_ms_p50"] / compiled["rows"][-1]["step_ms_p50"]
-            res["compile_speedup_full_depth"] = round(speedup, 3)
-            res["goal_compile_speedup_ge_3"] = speedup >= GOAL_COMPILE_SPEEDUP
-    return res
+    eager, compiled = res["backends"].get("eager"), res["backends"].get("compile")
+    if backend == "compile" and eager is not None:
+        speedup = eager["rows"][-1]["step_ms_p50"] / compiled["rows"][-1]["step_ms_p50"]
+        res["compile_speedup_full_depth"] = round(speedup, 3)
+        res["goal_compile_speedup_ge_3"] = speedup >= GOAL_COMPILE_SPEEDUP
 
 
 def markdown_rows(report: dict) -> list[str]:
@@ -166,17 +166,30 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dry_run": dry, "device": device,
               "machine": platform.node(), "versions": versions(), "configs": {}}
     deadline = t0 + BUDGET_S
+    configs = DRY_CONFIGS if dry else CONFIGS
+    models = {name: modules(config) for name, config in configs.items()}
+    for name, config in configs.items():
+        report["configs"][name] = {"config": str(config.relative_to(ROOT)), "backends": {},
+                                   "skipped": {}}
+    # cheapest first across configs, written after each item: a kill leaves what was measured
     with tempfile.TemporaryDirectory() as tmp:  # TensorRT engine cache: cold, then warm
-        for name, config in (DRY_CONFIGS if dry else CONFIGS).items():
-            report["configs"][name] = check_config(name, config, device, dry, deadline,
-                                                   Path(tmp))
-    report["wall_s"] = round(time.perf_counter() - t0, 1)
-    (args.out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = "\n".join([MD_HEADER, *markdown_rows(report)]) + "\n"
-    (args.out_dir / "gpu_check.md").write_text(md)
+        for backend in BACKEND_ORDER:
+            for name in configs:
+                run_backend(report["configs"][name], name, backend, models[name], device, dry,
+                            deadline, Path(tmp))
+                report["wall_s"] = round(time.perf_counter() - t0, 1)
+                md = write_report(report, args.out_dir)
     print(md + f"wrote {args.out_dir / 'gpu_check.json'} and gpu_check.md "
           f"in {report['wall_s']} s")
     return 0
+
+
+def write_report(report: dict, out_dir: Path) -> str:
+    """`gpu_check.json` and `gpu_check.md` (returned) in `out_dir`."""
+    (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = "\n".join([MD_HEADER, *markdown_rows(report)]) + "\n"
+    (out_dir / "gpu_check.md").write_text(md)
+    return md
 
 
 if __name__ == "__main__":

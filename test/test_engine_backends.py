@@ -260,3 +260,16 @@ def test_any_failure_at_warm_up_is_one_startup_line():
         engine.warmup()
     assert str(err.value) == ("backend 'eager' (fp32, cpu) failed at warm-up: AssertionError: "
                               "a library's internal check")
+
+
+def test_any_failure_while_building_is_one_startup_line(monkeypatch):
+    from admn_ros.engine.base import Engine
+
+    def out_of_memory(self, module):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(Engine, "_prepare_module", out_of_memory)
+    with pytest.raises(EngineStartupError) as err:
+        make_backend("eager", *tiny_modules(), device="cpu")
+    assert str(err.value) == ("backend 'eager' on cpu failed at start-up: RuntimeError: CUDA out "
+                              "of memory. Tried to allocate 2.00 GiB")

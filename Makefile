@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
 
-.PHONY: setup test demo train bench lint docs-img docs-graph
+.PHONY: setup test demo train bench lint docs-img docs-graph gpu-check
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,11 @@ train: setup
 
 bench: setup
 	@$(ENV) admn bench
+
+# GPU check with the Python and torch already on the machine (no set-up, no network):
+# make gpu-check [OUT=benchmarks/results/gpu_<host>]
+gpu-check:
+	@bash scripts/gpu_check.sh $(or $(OUT),benchmarks/results/gpu_$(shell hostname))
 
 lint: setup
 	@$(ENV) ruff check .

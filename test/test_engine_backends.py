@@ -3,6 +3,10 @@ follows the allocation, bad input is rejected with ValueError."""
 
 from __future__ import annotations
 
+import copy
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 from test_engine_fixtures import masks, tiny_inputs, tiny_modules
@@ -10,13 +14,16 @@ from test_engine_fixtures import masks, tiny_inputs, tiny_modules
 from admn_ros.core.model import downsample
 from admn_ros.engine import (
     EngineOutOfMemoryError,
+    EngineStartupError,
     available_backends,
     backend_unavailable_reason,
     make_backend,
     resolve_backend,
 )
+from admn_ros.engine.base import CONTROLLER_THREAD
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +68,52 @@ def test_step_matches_controller_and_model(setup):
         assert res.mask.sum((1, 2)).tolist() == [budget] * 3
         torch.testing.assert_close(res.noise, out.noise, **TOL)
         assert_pred_close(res.prediction, ref)
-        assert set(res.timings) == {"controller_ms", "backbone_ms", "fusion_ms", "step_ms"}
+        assert set(res.timings) == {"controller_ms", "controller_total_ms", "backbone_ms",
+                                    "fusion_ms", "step_ms"}
         assert all(v >= 0 for v in res.timings.values())
     assert torch.equal(engine.allocate(downsample(x, 8), 5), engine.step(x, 5).mask)
+
+
+def test_overlapped_step_equals_plain_eager_path():
+    """Controller on its own thread + stems/blocks 0 meanwhile, downsampling inside the
+    controller's graph: same masks, noise and predictions as the plain sequential path and
+    the core modules, for several budgets and batches."""
+    model, controller = tiny_modules()
+    overlapped = make_backend("eager", model, controller, device="cpu", overlap=True)
+    plain = make_backend("eager", *tiny_modules(), device="cpu", overlap=False)
+    threads = set()
+    controller.register_forward_pre_hook(lambda *_: threads.add(threading.current_thread().name))
+    controller.blocks[0].register_forward_pre_hook(
+        lambda *_: threads.add(threading.current_thread().name))
+    for batch, seed in ((1, 6), (3, 7)):
+        x = tiny_inputs(model.cfg, batch, seed=seed)
+        for budget in range(3, model.cfg.total_blocks + 1, 2):
+            a, b = overlapped.step(x, budget), plain.step(x, budget)
+            assert torch.equal(a.mask, b.mask)
+            torch.testing.assert_close(a.noise, b.noise, **TOL)
+            assert_pred_close(a.prediction, b.prediction)
+            with torch.no_grad():
+                ref = model(x, a.mask)
+            assert_pred_close(a.prediction, ref)
+            assert a.timings["controller_ms"] <= a.timings["step_ms"]
+    assert threads == {f"{CONTROLLER_THREAD}_0"}  # the controller ran on its own thread
+
+
+def test_controller_part_downsampling_equals_core_downsample():
+    """Integer factor: average pool in the graph; other sizes: area interpolation."""
+    from admn_ros.engine.parts import ControllerPart
+
+    _, controller = tiny_modules()
+    cfg = controller.cfg
+    budget = torch.full((2,), 5)
+    for size in (16, 12):  # 16 / 8 = 2: pooled; 12 / 8: interpolated
+        x = {m: torch.rand(2, cfg.num_nodes, cfg.in_chans[m], size, size) for m in cfg.modalities}
+        part = ControllerPart(controller, downsample_from=size)
+        with torch.no_grad():
+            logits, noise = part(*(x[m] for m in cfg.modalities), budget)
+            ref, ref_noise, _ = controller.logits_and_noise(downsample(x, 8), budget)
+        torch.testing.assert_close(logits, ref, **TOL)
+        torch.testing.assert_close(noise, ref_noise.mean(1), **TOL)
 
 
 def test_subbatching_equals_per_sample(setup):
@@ -177,3 +227,49 @@ def test_backend_selection_on_cpu():
     assert "eager" in available_backends("cpu")
     assert "tensorrt" not in available_backends("cpu")
     assert backend_unavailable_reason("tensorrt", "cpu")
+
+
+def test_shipped_weights_give_the_core_outputs_through_the_engine():
+    """The default weights in models/ load unchanged and the overlapped engine reproduces the
+    core controller's allocation and the core model's prediction with them."""
+    from admn_ros.core.checkpoint import load_checkpoint
+
+    model = load_checkpoint(ROOT / "models/admn_demo.pt", kind="admn").module.eval()
+    controller = load_checkpoint(ROOT / "models/controller_demo_L6.pt",
+                                 kind="controller").module.eval()
+    engine = make_backend("eager", copy.deepcopy(model), copy.deepcopy(controller),
+                          device="cpu")
+    x = tiny_inputs(model.cfg, 2, seed=8)
+    res = engine.step(x, 6)
+    with torch.no_grad():
+        out = controller(downsample(x, model.cfg.controller.img_size), 6, sample=False)
+        ref = model(x, out.mask.bool())
+    assert torch.equal(res.mask, out.mask.bool())
+    assert_pred_close(res.prediction, ref)
+
+
+def test_any_failure_at_warm_up_is_one_startup_line():
+    model, controller = tiny_modules()
+    engine = make_backend("eager", model, controller, device="cpu")
+
+    def broken(*_):
+        raise AssertionError("a library's internal check\nwith a second line")
+
+    engine.fusion = broken
+    with pytest.raises(EngineStartupError) as err:
+        engine.warmup()
+    assert str(err.value) == ("backend 'eager' (fp32, cpu) failed at warm-up: AssertionError: "
+                              "a library's internal check")
+
+
+def test_any_failure_while_building_is_one_startup_line(monkeypatch):
+    from admn_ros.engine.base import Engine
+
+    def out_of_memory(self, module):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(Engine, "_prepare_module", out_of_memory)
+    with pytest.raises(EngineStartupError) as err:
+        make_backend("eager", *tiny_modules(), device="cpu")
+    assert str(err.value) == ("backend 'eager' on cpu failed at start-up: RuntimeError: CUDA out "
+                              "of memory. Tried to allocate 2.00 GiB")

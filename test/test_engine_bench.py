@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from test_engine_fixtures import TINY
 
@@ -34,6 +35,10 @@ def test_bench_quick_writes_valid_json_and_doc_row(tmp_path):
         times = ROW_KEYS - {"active_blocks"}
         assert all(isinstance(row[k], float) and row[k] >= 0 for k in times)
     assert "fixed_overhead_ms" in data and "goals" in data
+    peak = data["gemm_peak_gflops"]["1"]
+    assert peak["gflops"] > 0 and set(peak["by_size"]) == {"256", "512", "1024"}
+    assert 0 < data["share_of_single_thread_peak"] == pytest.approx(
+        data["full_depth_gflops"] / peak["gflops"], abs=2e-4)
     text = doc.read_text()
     assert text.count("| eager | cpu |") == 1 and "bench-rows:end" in text
 
@@ -46,5 +51,10 @@ def test_budgets_and_summary():
             for b in (3, 6, 24)]
     s = summarize(rows, 24)
     assert s["quarter_blocks"] == 6 and s["fixed_overhead_ms"] == 3.0
-    assert s["goals"]["ratio_quarter_le_0.33"]
+    assert s["goals"]["ratio_quarter_le_0.28"]  # 6 ms / 24 ms
+    assert s["goals"]["controller_share_quarter_le_0.03"]  # 0.1 ms / 6 ms
+    peak_goal = "full_depth_ge_0.6_of_single_thread_peak"
+    assert peak_goal not in s["goals"]  # not measured
+    assert summarize(rows, 24, peak_share=0.7)["goals"][peak_goal]
+    assert not summarize(rows, 24, peak_share=0.5)["goals"][peak_goal]
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5

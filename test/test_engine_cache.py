@@ -4,16 +4,18 @@ rebuilt and never used. TensorRT itself is tested only where torch_tensorrt is i
 from __future__ import annotations
 
 import logging
+import types
 
 import pytest
 import torch
-from test_engine_fixtures import tiny_inputs, tiny_modules
+from test_engine_fixtures import TINY, tiny_inputs, tiny_modules
 
-from admn_ros.engine import make_backend
+from admn_ros.engine import EngineStartupError, make_backend
 from admn_ros.engine.cache import (
     EngineCache,
     cache_key,
     cache_key_fields,
+    code_version,
     decode_cache_file,
     encode_cache_file,
     read_cache_file,
@@ -22,8 +24,11 @@ from admn_ros.engine.cache import (
 )
 from admn_ros.engine.tensorrt import NOT_INSTALLED, tensorrt_unavailable_reason
 
-FIELDS = dict(weights="abc", part="block.rgb.0", shapes=[(3, 65, 128)], precision="fp16",
-              gpu_name="Orin", backend_version="trt10.3", dtypes=["torch.float32"])
+FIELDS = dict(weights="abc", part="block.rgb.0",
+              part_config={"backbone": {"num_heads": 4, "global_pool": "avg"},
+                           "input_mean": [0.5]},
+              code="0123abcd", shapes=[(3, 65, 128)], precision="fp16", gpu_name="Orin",
+              backend_version="trt10.3", dtypes=["torch.float32"])
 
 
 def test_weights_hash_changes_with_weights():
@@ -41,12 +46,44 @@ def test_weights_hash_changes_with_weights():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("part", "block.rgb.1"), ("shapes", [(6, 65, 128)]), ("precision", "fp32"),
+    ("weights", "abd"), ("part", "block.rgb.1"),
+    ("part_config", {"backbone": {"num_heads": 8, "global_pool": "avg"}, "input_mean": [0.5]}),
+    ("part_config", {"backbone": {"num_heads": 4, "global_pool": "token"},
+                     "input_mean": [0.5]}),
+    ("part_config", {"backbone": {"num_heads": 4, "global_pool": "avg"}, "input_mean": [0.4]}),
+    ("code", "0123abce"), ("shapes", [(6, 65, 128)]), ("precision", "fp32"),
     ("gpu_name", "NVIDIA H100"), ("backend_version", "trt10.4"), ("dtypes", ["torch.float16"]),
 ])
 def test_cache_key_changes_with_every_field(field, value):
     assert cache_key(cache_key_fields(**{**FIELDS, field: value})) != \
         cache_key(cache_key_fields(**FIELDS))
+    assert cache_key(cache_key_fields(**FIELDS)) == cache_key(cache_key_fields(**FIELDS))
+
+
+def test_part_config_and_code_version_follow_what_weights_do_not_hold(tmp_path):
+    """Input statistics, head count and pooling change the output but not the state_dict;
+    the part's config carries them. Editing a traced source file changes the code version."""
+    from admn_ros.core.config import load_model_config
+    from admn_ros.engine.parts import part_config
+
+    base = load_model_config(TINY)
+    variants = [
+        {**TINY, "input_mean": {"rgb": [0.1, 0.2, 0.3]}},
+        {**TINY, "backbone": {**TINY["backbone"], "num_heads": 4}},
+        {**TINY, "backbone": {**TINY["backbone"], "global_pool": "avg"}},
+    ]
+    for v in variants:
+        assert part_config(load_model_config(v), "block.rgb.1") != part_config(base, "block.rgb.1")
+    depth_only = {**TINY, "input_mean": {"depth": [0.3]}}  # another modality's statistics
+    assert part_config(load_model_config(depth_only), "stem.rgb") == part_config(base, "stem.rgb")
+    assert part_config(load_model_config(depth_only), "fusion") != part_config(base, "fusion")
+    src = tmp_path / "fake_part.py"
+    src.write_text("X = 1\n")
+    mod = types.ModuleType("fake_part")
+    mod.__file__ = str(src)
+    before = code_version([mod])
+    src.write_text("X = 2\n")
+    assert code_version([mod]) != before
 
 
 def test_cache_file_round_trip_and_validation(tmp_path):
@@ -96,7 +133,7 @@ requires_trt = pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
 @pytest.mark.skipif(tensorrt_unavailable_reason() != NOT_INSTALLED,
                     reason="torch_tensorrt is installed")
 def test_tensorrt_selection_fails_at_start_when_not_installed():
-    with pytest.raises(RuntimeError, match=NOT_INSTALLED):
+    with pytest.raises(EngineStartupError, match=NOT_INSTALLED):
         make_backend("tensorrt", *tiny_modules(), device="cpu")
 
 

@@ -3,11 +3,15 @@ allocations (compiler="eager" keeps it fast), and one tiny block compiled with i
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from test_engine_fixtures import masks, tiny_inputs, tiny_modules
 
 from admn_ros.engine import make_backend
+from admn_ros.engine.base import PINNED_THREAD
 from admn_ros.engine.compiled import _CompiledPart, compile_unavailable_reason
 
 
@@ -52,3 +56,24 @@ def test_failing_compile_falls_back_to_eager(caplog):
         out = part(x)
     torch.testing.assert_close(out, block(x))
     assert part.failed and "running it eagerly" in caplog.text
+
+
+def test_engine_with_its_own_thread_runs_every_part_there():
+    """With CUDA graphs the compile engine owns one thread (graphs are per thread): warm-up on
+    the caller's thread and steps from a worker thread both run the parts on that one thread,
+    with the same results as an engine without one."""
+    model, controller = tiny_modules()
+    engine = make_backend("eager", model, controller, device="cpu", overlap=False)
+    engine._pin_thread()  # what CompileEngine does on CUDA
+    seen = set()
+    for blk in (model.backbones["rgb"].blocks[0], model.fusion.blocks[0]):
+        blk.register_forward_pre_hook(lambda *_: seen.add(threading.current_thread().name))
+    engine.warmup()
+    x = tiny_inputs(model.cfg, 2)
+    with ThreadPoolExecutor(1, "fusion-worker") as worker:
+        res = worker.submit(engine.step, x, 5).result()
+        pred = worker.submit(engine.run, x, res.mask).result()
+    assert seen == {f"{PINNED_THREAD}_0"}
+    ref = make_backend("eager", *tiny_modules(), device="cpu", overlap=False).step(x, 5)
+    assert torch.equal(res.mask, ref.mask)
+    torch.testing.assert_close(pred.mean, ref.prediction.mean, atol=1e-5, rtol=1e-5)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 
 from admn_ros.core.config import load_model_config
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 
-TINY = {
-    "backbone": {"img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2},
-    "fusion": {"dim": 32, "depth": 1, "num_heads": 2},
-    # with the noise prior on, so the engine's controller part is checked against it too
-    "controller": {"img_size": 8, "stem_channels": [4], "dim": 16, "depth": 1, "num_heads": 2,
-                   "noise_prior": 1.5},
-}
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "config" / "model" / "tiny.yaml"
+TINY = yaml.safe_load(TINY_CONFIG.read_text())
 
 
 def tiny_modules(seed: int = 0) -> tuple[ADMN, Controller]:

@@ -7,7 +7,13 @@
     mask = engine.allocate(lowres, budget)   # controller only
 """
 
-from admn_ros.engine.base import PRECISIONS, Engine, EngineOutOfMemoryError, StepResult
+from admn_ros.engine.base import (
+    PRECISIONS,
+    Engine,
+    EngineOutOfMemoryError,
+    EngineStartupError,
+    StepResult,
+)
 from admn_ros.engine.factory import (
     BACKENDS,
     available_backends,
@@ -21,6 +27,7 @@ __all__ = [
     "PRECISIONS",
     "Engine",
     "EngineOutOfMemoryError",
+    "EngineStartupError",
     "StepResult",
     "available_backends",
     "backend_unavailable_reason",

@@ -8,13 +8,20 @@ TensorRT engines, ...
 Batch > 1 is sub-batched by allocation: block (m, i) runs once, on exactly the samples whose
 mask has it on (gather, run, scatter). Samples never see each other, so the result equals
 running every sample alone.
+
+`step` keeps the controller off the critical path on CPU: it runs on a second thread (its
+downsampling inside its graph) while the calling thread runs what every allocation needs
+anyway, the stem and block 0 of each modality; the rest of the blocks follow its mask.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -36,6 +43,9 @@ PRECISIONS: dict[str, torch.dtype] = {
 }
 # Policy used by `allocate` / `step` when the engine has no learned controller.
 FALLBACK_POLICY = "naive"
+# Thread-name prefixes of the engine's own threads.
+PINNED_THREAD = "admn-engine"
+CONTROLLER_THREAD = "admn-controller"
 
 
 @contextmanager
@@ -52,6 +62,31 @@ def _without_onednn() -> Iterator[None]:
 
 class EngineOutOfMemoryError(RuntimeError):
     """The device ran out of memory; the message names the batch and the input shapes."""
+
+
+class EngineStartupError(RuntimeError):
+    """The backend could not be built, loaded or warmed up; the message is one line that
+    names the backend and the cause (the original exception is chained)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (at most 300 characters of it)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def on_engine_thread(method: Callable) -> Callable:
+    """Run a public method on the engine's own thread when it has one (`Engine.pinned`), so
+    state that lives in one thread (CUDA graphs) is captured and replayed on that thread."""
+
+    @functools.wraps(method)
+    def wrapper(self: Engine, *args, **kwargs):
+        pool = self._pinned_pool
+        if pool is None or threading.get_ident() == self._pinned_ident:
+            return method(self, *args, **kwargs)
+        return pool.submit(method, self, *args, **kwargs).result()
+
+    return wrapper
 
 
 @dataclass
@@ -97,13 +132,17 @@ class Engine:
         precision: "fp32", "fp16" (CUDA only) or "bf16". Outputs are always fp32.
         num_threads: if set, `torch.set_num_threads` (process-wide) for CPU inference.
         check_finite: also reject NaN/inf inputs (one cheap pass over the inputs).
+        overlap: in `step` on CPU, run the controller on a second thread while the work that
+            does not depend on its mask (patch embeddings and block 0 of every modality)
+            runs on the calling one; False: one after the other (the reference path).
     """
 
     name = "eager"
 
     def __init__(self, model: ADMN, controller: Controller | None = None,
                  device: str | torch.device = "cpu", precision: str = "fp32",
-                 num_threads: int | None = None, check_finite: bool = True) -> None:
+                 num_threads: int | None = None, check_finite: bool = True,
+                 overlap: bool = True) -> None:
         if not isinstance(model, ADMN):
             raise ValueError(f"model: expected an ADMN, got {type(model).__name__}")
         if controller is not None and not isinstance(controller, Controller):
@@ -120,6 +159,10 @@ class Engine:
                 raise ValueError(f"num_threads: expected >= 1, got {num_threads}")
             torch.set_num_threads(num_threads)
         self.check_finite = check_finite
+        self.overlap = overlap
+        self._pinned_pool: ThreadPoolExecutor | None = None  # see `on_engine_thread`
+        self._pinned_ident: int | None = None
+        self._controller_pool: ThreadPoolExecutor | None = None
         self.cfg = model.cfg
         self.modalities = list(self.cfg.modalities)
         self.num_nodes, self.depth = self.cfg.num_nodes, self.cfg.depth
@@ -143,8 +186,14 @@ class Engine:
                               for i, blk in enumerate(vit.blocks)]
             self.heads[m] = self._build_part(f"head.{m}", HeadPart(vit))
         self.fusion = self._build_part("fusion", FusionPart(self.model))
-        self.controller_net = (None if self.controller is None else
-                               self._build_part("controller", ControllerPart(self.controller)))
+        # the controller on full-size inputs (downsampling in its graph, for `step`) and on
+        # inputs already at its size (`allocate`)
+        self.controller_net = self.controller_lowres_net = None
+        if self.controller is not None:
+            self.controller_net = self._build_part(
+                "controller", ControllerPart(self.controller, self.img_size))
+            self.controller_lowres_net = self._build_part(
+                "controller.lowres", ControllerPart(self.controller))
 
     # ---------------------------------------------------------------- backend hooks
     def _prepare_module(self, module: nn.Module) -> nn.Module:
@@ -155,6 +204,14 @@ class Engine:
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         """Backend hook: a callable equivalent to `module` (eager: the module itself)."""
         return module
+
+    def _pin_thread(self) -> None:
+        """From now on run every public method on one thread of the engine's own."""
+
+        def remember() -> None:
+            self._pinned_ident = threading.get_ident()
+
+        self._pinned_pool = ThreadPoolExecutor(1, PINNED_THREAD, initializer=remember)
 
     def _begin_run(self) -> None:
         """Backend hook called once before each run (e.g. CUDA-graph step marking)."""
@@ -226,27 +283,74 @@ class Engine:
             f"out of {self.device} memory in backend {self.name!r} ({self.precision}) with "
             f"batch {b} and input shapes {shapes}; use a smaller batch or a lower precision")
 
+    def _budget(self, budget: int | Tensor, batch: int) -> int | Tensor:
+        """Validated budget: a long tensor [B] on the device (the fallback policy checks its
+        own)."""
+        if self.controller_net is None:
+            return budget
+        return check_budget(budget, batch, *self.budget_range).to(self.device)
+
+    def _select(self, logits: Tensor, noise: Tensor, budget: Tensor,
+                batch: int) -> tuple[Tensor, Tensor | None]:
+        """Deterministic top-L of the controller's logits -> mask bool [B, M, D] (CPU)."""
+        c = self.cfg.controller
+        hard = gumbel_top_l(logits.float(), budget, self._forced, c.gumbel_tau, sample=False)
+        mask = hard.view(batch, self.cfg.num_modalities, self.depth).to("cpu") > 0.5
+        return mask, (noise.float() if noise.shape[1] else None)
+
     def _allocate(self, lowres: dict[str, Tensor], budget: int | Tensor,
                   batch: int) -> tuple[Tensor, Tensor | None]:
+        """Allocation from inputs already at the controller's size."""
         if self.controller_net is None:
             return self.policy(lowres, budget), None
-        b = check_budget(budget, batch, *self.budget_range).to(self.device)
+        b = self._budget(budget, batch)
         with self._controller_context():
-            logits, noise = self.controller_net(*(lowres[m] for m in self.modalities), b)
-        c = self.cfg.controller
-        hard = gumbel_top_l(logits.float(), b, self._forced, c.gumbel_tau, sample=False)
-        mask = hard.view(batch, self.cfg.num_modalities, self.depth).to("cpu") > 0.5
-        noise = noise.float() if noise.shape[1] else None
-        return mask, noise
+            logits, noise = self.controller_lowres_net(*(lowres[m] for m in self.modalities), b)
+        return self._select(logits, noise, b, batch)
 
-    def _encode(self, inputs: dict[str, Tensor], active: Tensor) -> list[Tensor]:
-        """Backbone features [B, S, E] per modality; `active` bool [B, M, D] on the CPU."""
+    def _decide(self, xs: list[Tensor], budget: int | Tensor, batch: int,
+                alone: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Allocation from full-size inputs (per modality, in `self.modalities` order).
+        `alone`: nothing else runs meanwhile, so `_controller_context` may switch kernels
+        process-wide (it would slow the patch embeddings running beside it)."""
+        if self.controller_net is None:
+            size = self.cfg.controller.img_size
+            return self.policy(downsample(dict(zip(self.modalities, xs, strict=True)), size),
+                               budget), None
+        with self._controller_context() if alone else nullcontext():
+            logits, noise = self.controller_net(*xs, budget)
+        return self._select(logits, noise, budget, batch)
+
+    def _decide_timed(self, xs: list[Tensor], budget: Tensor,
+                      batch: int) -> tuple[tuple[Tensor, Tensor | None], float]:
+        """`_decide` on the controller thread (grad mode is per thread), and its time in ms."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self._decide(xs, budget, batch, alone=False)
+        return out, (time.perf_counter() - t0) * 1e3
+
+    def _controller_worker(self) -> ThreadPoolExecutor:
+        """The controller's thread, created on first use with the caller's torch threads."""
+        if self._controller_pool is None:
+            self._controller_pool = ThreadPoolExecutor(
+                1, CONTROLLER_THREAD, initializer=torch.set_num_threads,
+                initargs=(torch.get_num_threads(),))
+        return self._controller_pool
+
+    def _embed(self, xs: list[Tensor]) -> list[Tensor]:
+        """The mask-independent start of every backbone: stem and block 0 (always active),
+        per modality on all B*S views at once -> tokens [B*S, T, E]."""
+        return [self.blocks[m][0](self.stems[m](x.flatten(0, 1)))
+                for m, x in zip(self.modalities, xs, strict=True)]
+
+    def _encode(self, tokens: list[Tensor], active: Tensor) -> list[Tensor]:
+        """Blocks 1.. and heads on the tokens of `_embed` -> features [B, S, E] per modality;
+        `active` bool [B, M, D] on the CPU."""
         feats = []
         batch, s = active.shape[0], self.num_nodes
         rows = active.tolist()  # one host-side plan, no per-block device syncs
-        for j, m in enumerate(self.modalities):
-            x = self.stems[m](inputs[m].flatten(0, 1).to(self.dtype))  # [B*S, T, E]
-            for i, block in enumerate(self.blocks[m]):
+        for j, (m, x) in enumerate(zip(self.modalities, tokens, strict=True)):
+            for i, block in enumerate(self.blocks[m][1:], 1):
                 on = [k for k in range(batch) if rows[k][j][i]]
                 if len(on) == batch:
                     x = block(x)
@@ -262,6 +366,7 @@ class Engine:
         return GaussianPrediction(mean.float(), tril.float())
 
     # ---------------------------------------------------------------- public API
+    @on_engine_thread
     @torch.inference_mode()
     def allocate(self, lowres: dict[str, Tensor], budget: int | Tensor) -> Tensor:
         """Controller (or fallback policy) on low-res inputs -> mask bool [B, M, D] (CPU)."""
@@ -270,6 +375,7 @@ class Engine:
         lowres = {m: x.to(self.dtype) for m, x in lowres.items()}
         return self._allocate(lowres, budget, batch)[0]
 
+    @on_engine_thread
     @torch.inference_mode()
     def run(self, inputs: dict[str, Tensor], active: Tensor) -> GaussianPrediction:
         """Backbones (only active blocks) + fusion -> GaussianPrediction (fp32)."""
@@ -277,29 +383,48 @@ class Engine:
         active = self.check_active(active, batch)
         self._begin_run()
         try:
-            return self._fuse(self._encode(inputs, active))
+            xs = [inputs[m].to(self.dtype) for m in self.modalities]
+            return self._fuse(self._encode(self._embed(xs), active))
         except torch.OutOfMemoryError as exc:
             raise self._oom(exc, inputs) from exc
 
+    @on_engine_thread
     @torch.inference_mode()
     def step(self, inputs: dict[str, Tensor], budget: int | Tensor) -> StepResult:
-        """Downsample -> controller -> backbones -> fusion, with per-part timings (ms)."""
+        """Controller (downsampling included) -> backbones -> fusion, with per-part timings
+        (ms). With `overlap` on CPU the controller runs on its own thread meanwhile the
+        stems and blocks 0 run here; `controller_ms` is then the wait for its mask (its
+        share of the critical path) and `controller_total_ms` its own run time."""
         batch = self.check_inputs(inputs)
+        budget = self._budget(budget, batch)
         self._begin_run()
+        threaded = self.overlap and self.device.type == "cpu" and self.controller_net is not None
         try:
             t0 = now_ms(self.device)
-            lowres = downsample({m: x.to(self.dtype) for m, x in inputs.items()},
-                                self.cfg.controller.img_size)
-            mask, noise = self._allocate(lowres, budget, batch)
-            t1 = now_ms(self.device)
-            feats = self._encode(inputs, mask)
-            t2 = now_ms(self.device)
-            pred = self._fuse(feats)
+            xs = [inputs[m].to(self.dtype) for m in self.modalities]
+            if threaded:
+                pending: Future = self._controller_worker().submit(
+                    self._decide_timed, xs, budget, batch)
+                tokens = self._embed(xs)
+                t1 = now_ms(self.device)
+                (mask, noise), total = pending.result()
+                t2 = now_ms(self.device)
+                controller, backbone = t2 - t1, t1 - t0
+            else:
+                mask, noise = self._decide(xs, budget, batch)
+                t1 = now_ms(self.device)
+                tokens = self._embed(xs)
+                t2 = now_ms(self.device)
+                controller = total = t1 - t0
+                backbone = t2 - t1
+            feats = self._encode(tokens, mask)
             t3 = now_ms(self.device)
+            pred = self._fuse(feats)
+            t4 = now_ms(self.device)
         except torch.OutOfMemoryError as exc:
             raise self._oom(exc, inputs) from exc
-        timings = {"controller_ms": t1 - t0, "backbone_ms": t2 - t1, "fusion_ms": t3 - t2,
-                   "step_ms": t3 - t0}
+        timings = {"controller_ms": controller, "controller_total_ms": total,
+                   "backbone_ms": backbone + t3 - t2, "fusion_ms": t4 - t3, "step_ms": t4 - t0}
         return StepResult(pred, mask, noise, timings)
 
     def example_inputs(self, batch: int = 1, seed: int = 0) -> dict[str, Tensor]:
@@ -309,15 +434,23 @@ class Engine:
         return {m: torch.rand(batch, s, self.cfg.in_chans[m], size, size, generator=g)
                 .to(self.device) for m in self.modalities}
 
+    @on_engine_thread
     def warmup(self, batch: int = 1, budgets: list[int] | None = None, repeats: int = 2) -> float:
         """Run `step` at every budget in `budgets` (default: min and max) so lazy compilation,
         engine loading and allocator growth happen now; records and returns `startup_s`
-        (seconds from construction to the end of the warm-up)."""
+        (seconds from construction to the end of the warm-up). A failure other than bad
+        arguments is an `EngineStartupError` with a one-line message."""
         lo, hi = self.budget_range
         inputs = self.example_inputs(batch)
-        for _ in range(repeats):
-            for budget in budgets or sorted({lo, hi}):
-                self.step(inputs, budget)
+        try:
+            for _ in range(repeats):
+                for budget in budgets or sorted({lo, hi}):
+                    self.step(inputs, budget)
+        except (ValueError, EngineStartupError, EngineOutOfMemoryError):
+            raise
+        except Exception as exc:  # backends fail in many ways; callers report one line
+            raise EngineStartupError(f"backend {self.name!r} ({self.precision}, {self.device}) "
+                                     f"failed at warm-up: {one_line(exc)}") from exc
         self.startup_s = time.perf_counter() - self._t_created
         return self.startup_s
 

@@ -16,7 +16,15 @@ import torch
 from admn_ros.core.config import config_diff, load_model_config
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
-from admn_ros.engine.bench import budgets_to_measure, measure, precision_errors, summarize
+from admn_ros.engine.bench import (
+    budgets_to_measure,
+    full_depth_throughput,
+    gemm_peak,
+    measure,
+    peak_threads,
+    precision_errors,
+    summarize,
+)
 from admn_ros.engine.factory import (
     BACKENDS,
     available_backends,
@@ -35,8 +43,8 @@ ROWS_BEGIN, ROWS_END = "<!-- bench-rows:begin -->", "<!-- bench-rows:end -->"
 DOC_HEADER = (
     "| date | machine | torch | backend | device | precision | threads | L min/¼/full "
     "| step p50 ms min/¼/full | ratio ¼/full | controller share ¼ | fixed overhead ms "
-    "| load 1 min | JSON |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| load 1 min | JSON | full depth / 1-thread GEMM peak |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 # std of the random head used with random-init weights (the core zero-initialises it, which
 # would make every output equal and the fp16/bf16 error check meaningless)
@@ -71,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc", type=Path, default=None,
                         help=f"markdown file to append a row to (default {DOC.relative_to(ROOT)})")
     parser.add_argument("--no-doc", action="store_true", help="do not append a docs row")
+    parser.add_argument("--no-overlap", action="store_true",
+                        help="controller and mask-independent work one after the other (default "
+                             "on CPU: the controller on a second thread meanwhile)")
 
 
 # ------------------------------------------------------------------------------- model loading
@@ -115,19 +126,20 @@ def load_modules(args) -> tuple[ADMN, Controller, str]:
 
 # ------------------------------------------------------------------------------- one backend
 def bench_backend(name: str, args, model: ADMN, controller: Controller, device: str,
-                  threads: int | None) -> dict:
+                  threads: int | None, peak: dict[str, dict] | None) -> dict:
     plan = QUICK if args.quick else FULL
     warmup = plan["warmup"] if args.warmup is None else args.warmup
     repeats = plan["repeats"] if args.repeats is None else args.repeats
     t0 = time.perf_counter()
     engine = make_backend(name, model, controller, device=device, precision=args.precision,
-                          num_threads=threads)
+                          num_threads=threads, overlap=not args.no_overlap)
     lo, hi = engine.budget_range
     budgets = budgets_to_measure(lo, hi, args.quick)
     startup_s = engine.warmup(args.batch, budgets, repeats=1)
     print(f"[{name}] start-up + warm-up {startup_s:.1f} s; measuring L = {budgets[0]}.."
           f"{budgets[-1]} ({len(budgets)} values) x {repeats} repeats", flush=True)
     rows = measure(engine, budgets, args.batch, warmup, repeats)
+    throughput = {} if not peak else full_depth_throughput(engine, rows, peak, args.batch)
     result = {
         "backend": engine.name,
         "device": str(engine.device),
@@ -136,12 +148,15 @@ def bench_backend(name: str, args, model: ADMN, controller: Controller, device: 
         "total_blocks": engine.cfg.total_blocks,
         "batch": args.batch,
         "threads": torch.get_num_threads(),
+        "overlap": engine.overlap,
         "warmup": warmup,
         "repeats": repeats,
         "startup_s": round(startup_s, 3),
         "wall_s": round(time.perf_counter() - t0, 2),
         "rows": rows,
-        **summarize(rows, engine.cfg.total_blocks),
+        **throughput,
+        **summarize(rows, engine.cfg.total_blocks,
+                    throughput.get("share_of_single_thread_peak")),
     }
     lower = ["fp16", "bf16"] if engine.device.type == "cuda" else ["bf16"]
     if engine.name != "tensorrt" and engine.precision == "fp32":
@@ -157,11 +172,18 @@ def doc_row(res: dict, meta: dict, json_path: Path) -> str:
     lo, q, hi = min(by_l), res["quarter_blocks"], max(by_l)
     step = "/".join(f"{by_l[b]['step_ms_p50']:.2f}" for b in (lo, q, hi))
     shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path.name
-    return (f"| {meta['date'][:16]} | {meta['machine']} | {meta['torch']} | {res['backend']} "
+    backend = res["backend"] + ("" if res.get("overlap", True) else " (no overlap)")
+    return (f"| {meta['date'][:16]} | {meta['machine']} | {meta['torch']} | {backend} "
             f"| {res['device']} | {res['precision']} | {res['threads']} | {lo}/{q}/{hi} "
             f"| {step} | {res['ratio_quarter_to_full']:.3f} "
             f"| {res['controller_share_quarter']:.1%} | {res['fixed_overhead_ms']:.2f} "
-            f"| {meta['load_average'][0] if meta['load_average'] else '?'} | {shown} |")
+            f"| {meta['load_average'][0] if meta['load_average'] else '?'} | {shown} "
+            f"| {_share(res)} |")
+
+
+def _share(res: dict) -> str:
+    share = res.get("share_of_single_thread_peak")
+    return "-" if share is None else f"{share:.0%} ({res['full_depth_gflops']:.1f} GFLOP/s)"
 
 
 def append_doc_rows(doc: Path, rows: list[str]) -> None:
@@ -219,9 +241,14 @@ def run(args: argparse.Namespace) -> int:
         "quick": args.quick,
         "load_average": list(_loadavg()),
     }
+    peak = None
+    if torch.device(device).type == "cpu":  # the machine's fp32 GEMM peak, in this same run
+        peak = meta["gemm_peak_gflops"] = gemm_peak(peak_threads())
+        print("fp32 GEMM peak (GFLOP/s): " + ", ".join(
+            f"{t} thread(s) {r['gflops']:.1f}" for t, r in peak.items()), flush=True)
     results = {}
     for name in names:
-        results[name] = bench_backend(name, args, model, controller, device, threads)
+        results[name] = bench_backend(name, args, model, controller, device, threads, peak)
         _print_table(results[name])
     primary = results[names[0]]
     out = {**meta, **{k: v for k, v in primary.items()}, "skipped": skipped,
@@ -254,3 +281,6 @@ def _print_table(res: dict) -> None:
     print(f"fixed overhead (L={res['fixed_overhead_blocks']}): {res['fixed_overhead_ms']:.2f} ms; "
           f"L={res['quarter_blocks']}: ratio {res['ratio_quarter_to_full']:.3f}, controller "
           f"share {res['controller_share_quarter']:.1%}; goals {res['goals']}")
+    if "full_depth_gflops" in res:
+        print(f"full depth: {res['full_depth_gflops']:.1f} GFLOP/s = {_share(res)} of the "
+              "single-thread fp32 GEMM peak")

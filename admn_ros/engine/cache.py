@@ -13,12 +13,14 @@ A stale or damaged engine is never used.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -43,13 +45,27 @@ def weights_hash(state_dict: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def cache_key_fields(weights: str, part: str, shapes: list[tuple[int, ...]], precision: str,
-                     gpu_name: str, backend_version: str, dtypes: list[str] | None = None,
-                     ) -> dict[str, Any]:
-    """Everything an engine depends on; any change gives a new key."""
+def code_version(modules: list[ModuleType]) -> str:
+    """SHA-256 (short) of the source files of `modules`: the code an engine was traced from."""
+    h = hashlib.sha256()
+    for mod in modules:
+        h.update(mod.__name__.encode())
+        h.update(Path(inspect.getfile(mod)).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key_fields(weights: str, part: str, part_config: Mapping[str, Any], code: str,
+                     shapes: list[tuple[int, ...]], precision: str, gpu_name: str,
+                     backend_version: str, dtypes: list[str] | None = None) -> dict[str, Any]:
+    """Everything an engine depends on; any change gives a new key: the part's weights and its
+    model config (what the weights do not hold: input statistics, head count, pooling), the
+    code it was traced from, the input shapes and dtypes, the precision, the GPU and the
+    backend's version."""
     return {
         "weights": weights,
         "part": part,
+        "part_config": json.loads(json.dumps(part_config, sort_keys=True)),
+        "code": code,
         "shapes": [list(s) for s in shapes],
         "dtypes": list(dtypes or []),
         "precision": precision,

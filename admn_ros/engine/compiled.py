@@ -1,6 +1,11 @@
 """torch.compile backend: each part compiled on its own with static shapes; on CUDA with
 CUDA graphs ("reduce-overhead"). Where compilation is unsupported (no C++ compiler on CPU, a
-failing graph), the part falls back to eager with a warning that says why."""
+failing graph), the part falls back to eager with a warning that says why.
+
+CUDA graphs belong to the thread that captured them (torch's cudagraph trees keep per-thread
+state; replaying on another thread fails, pytorch/pytorch#123177). With CUDA graphs the engine
+therefore owns one thread that runs every `warmup`, `step`, `run` and `allocate`, whichever
+thread calls them: a node may warm up in its constructor and run on a worker thread."""
 
 from __future__ import annotations
 
@@ -64,7 +69,8 @@ class CompileEngine(Engine):
 
     def __init__(self, model, controller=None, device: str | torch.device = "cpu",
                  precision: str = "fp32", num_threads: int | None = None,
-                 check_finite: bool = True, compiler: str = "inductor") -> None:
+                 check_finite: bool = True, overlap: bool = True,
+                 compiler: str = "inductor") -> None:
         dev = torch.device(device)
         self.compiler = compiler
         self.unavailable = compile_unavailable_reason(dev) if compiler == "inductor" else None
@@ -76,7 +82,10 @@ class CompileEngine(Engine):
             torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
         if getattr(torch._dynamo.config, "cache_size_limit", RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
             torch._dynamo.config.cache_size_limit = RECOMPILE_LIMIT
-        super().__init__(model, controller, device, precision, num_threads, check_finite)
+        super().__init__(model, controller, device, precision, num_threads, check_finite,
+                         overlap)
+        if self.mode == "reduce-overhead":  # capture and replay on one thread (module doc)
+            self._pin_thread()
 
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         if self.unavailable:

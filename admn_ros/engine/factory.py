@@ -6,11 +6,12 @@ import torch
 
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
-from admn_ros.engine.base import Engine
+from admn_ros.engine.base import Engine, EngineStartupError, one_line
 from admn_ros.engine.compiled import CompileEngine, compile_unavailable_reason
 from admn_ros.engine.tensorrt import TensorRTEngine, tensorrt_unavailable_reason
 
 BACKENDS = ("eager", "compile", "tensorrt", "auto")
+DEFAULT_PRECISION = {"tensorrt": "fp16", "compile": "fp32", "eager": "fp32"}
 
 
 def default_device() -> str:
@@ -53,19 +54,23 @@ def resolve_backend(name: str, device: str | torch.device | None = None) -> str:
 def make_backend(name: str, model: ADMN, controller: Controller | None = None,
                  device: str | torch.device | None = None, precision: str | None = None,
                  num_threads: int | None = None, check_finite: bool = True,
-                 **backend_options) -> Engine:
+                 overlap: bool = True, **backend_options) -> Engine:
     """Build an inference engine. `precision` default: fp16 for TensorRT, else fp32.
+    `overlap`: controller concurrent with the mask-independent work (see `Engine`).
     `backend_options`: extra keyword arguments of the backend (tensorrt: `cache_dir`;
     compile: `compiler`)."""
     device = device or default_device()
     name = resolve_backend(name, device)
-    common = dict(device=device, num_threads=num_threads, check_finite=check_finite)
-    if name == "tensorrt":
-        return TensorRTEngine(model, controller, precision=precision or "fp16",
-                              **common, **backend_options)
-    if name == "compile":
-        return CompileEngine(model, controller, precision=precision or "fp32", **common,
-                             **backend_options)
-    if backend_options:
+    common = dict(device=device, num_threads=num_threads, check_finite=check_finite,
+                  overlap=overlap)
+    classes = {"tensorrt": TensorRTEngine, "compile": CompileEngine, "eager": Engine}
+    if name == "eager" and backend_options:
         raise ValueError(f"backend {name!r}: unexpected options {sorted(backend_options)}")
-    return Engine(model, controller, precision=precision or "fp32", **common)
+    try:
+        return classes[name](model, controller, precision=precision or DEFAULT_PRECISION[name],
+                             **common, **backend_options)
+    except (ValueError, TypeError, EngineStartupError):  # bad arguments / already one line
+        raise
+    except Exception as exc:  # e.g. out of device memory moving the model: one line too
+        raise EngineStartupError(f"backend {name!r} on {device} failed at start-up: "
+                                 f"{one_line(exc)}") from exc

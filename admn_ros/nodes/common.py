@@ -262,6 +262,7 @@ def spin_main(node_cls, args=None) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
+    from admn_ros.engine.base import EngineStartupError
     from admn_ros.nodes.models import WeightsError
 
     # Our own handlers: rclpy's would shut the context down before the final diagnostics.
@@ -273,7 +274,7 @@ def spin_main(node_cls, args=None) -> int:
     try:
         try:
             node = node_cls()
-        except (WeightsError, *STARTUP_ERRORS) as exc:
+        except (WeightsError, EngineStartupError, *STARTUP_ERRORS) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 2
         executor = SingleThreadedExecutor()

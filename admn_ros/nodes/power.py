@@ -1,8 +1,9 @@
 """Power sources and the headroom -> layer-budget mapping, without ROS.
 
 Sources share one interface: `read(t_s) -> PowerReading | None` (None: nothing to read now).
-`detect_source` picks the best one present: Jetson INA3221 rails (hwmon sysfs), jtop, NVML,
-Intel RAPL (powercap sysfs); `SimulatedSource` plays a config/power/*.yaml profile.
+`detect_source("auto")` picks the first measured source present: Jetson INA3221 rails (hwmon
+sysfs, the module-input rails of the board), jtop, NVML, Intel RAPL (powercap sysfs); none is
+an error. `SimulatedSource` plays a config/power/*.yaml profile, only when asked for by name.
 `BudgetMapper` turns headroom (limit - draw) into a budget with hysteresis and a minimum dwell.
 """
 
@@ -31,23 +32,55 @@ class PowerReading:
         return self.power_limit_w - self.power_w
 
 
+# Module-input rails of each Jetson INA3221 layout (hwmon `in<k>_label` values). A board is
+# recognised by its labels; the rails listed are summed. Where the board has a VDD_IN rail it
+# already is the module total (on Orin NX/Nano and Xavier NX, VDD_CPU_GPU_CV and VDD_SOC are
+# measured downstream of it): adding them would count the same watts twice.
+JETSON_RAILS: dict[str, tuple[str, ...]] = {
+    "orin_nx_nano": ("VDD_IN",),  # Orin NX / Orin Nano (also Xavier NX): 0x40 ch1
+    "orin_agx": ("VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"),  # 0x40; 0x41 holds sub-rails
+    "xavier_agx": ("GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V"),  # 0x40 + 0x41
+}
+
+
+def ina3221_rails(root: str | Path) -> dict[str, tuple[Path, Path]]:
+    """`{label: (voltage file mV, current file mA)}` of every INA3221 channel under
+    `<root>/class/hwmon` that has a label and both readings."""
+    rails = {}
+    for hw in sorted(Path(root, "class/hwmon").glob("hwmon*")):
+        name = hw / "name"
+        if not name.exists() or "ina3221" not in name.read_text():
+            continue
+        for label in sorted(hw.glob("in*_label")):
+            k = label.name[2:-len("_label")]
+            v, c = hw / f"in{k}_input", hw / f"curr{k}_input"
+            if v.exists() and c.exists():
+                rails[label.read_text().strip()] = (v, c)
+    return rails
+
+
+def jetson_board(labels: set[str]) -> str:
+    """The `JETSON_RAILS` layout whose module-input rails are all among `labels`."""
+    for board, rails in JETSON_RAILS.items():
+        if set(rails) <= labels:
+            return board
+    raise ValueError(f"INA3221 rails {sorted(labels)}: expected the module-input rails of a "
+                     f"known Jetson layout {dict(JETSON_RAILS)}")
+
+
 class Ina3221Source:
-    """Jetson INA3221 rails: hwmon `in<k>_label` + `curr<k>_input` (mA) + `in<k>_input` (mV)."""
+    """Jetson module input power from the INA3221 rails (hwmon sysfs): the rails of the board's
+    layout in `JETSON_RAILS`, each `in<k>_input` (mV) x `curr<k>_input` (mA)."""
 
     name = "ina3221"
 
     def __init__(self, root: str | Path, limit_w: float) -> None:
         self.limit_w = limit_w
-        self.rails = []  # (voltage file, current file)
-        for hw in sorted(Path(root, "class/hwmon").glob("hwmon*")):
-            if (hw / "name").exists() and "ina3221" in (hw / "name").read_text():
-                for label in sorted(hw.glob("in*_label")):
-                    k = label.name[2:-6]
-                    v, c = hw / f"in{k}_input", hw / f"curr{k}_input"
-                    if v.exists() and c.exists():
-                        self.rails.append((v, c))
-        if not self.rails:
+        found = ina3221_rails(root)
+        if not found:
             raise FileNotFoundError(f"no INA3221 rails under {root}/class/hwmon")
+        self.board = jetson_board(set(found))
+        self.rails = [found[label] for label in JETSON_RAILS[self.board]]
 
     def read(self, t_s: float) -> PowerReading:
         watts = sum(float(v.read_text()) * float(c.read_text()) * 1e-6 for v, c in self.rails)
@@ -132,8 +165,18 @@ class SimulatedSource:
                             float(s.get("temperature_c", NAN)), self.name, str(s.get("reason", "")))
 
 
+# Sources `auto` tries, best first. The simulated profile is never among them: on a machine
+# without sensors a budget that follows a demo timer would look measured.
+MEASURED_SOURCES = ("ina3221", "jtop", "nvml", "rapl")
+
+
+class NoPowerSourceError(FileNotFoundError):
+    """`auto` found no measured power source; the message says why for each one."""
+
+
 def detect_source(kind: str, sysfs_root: str, limit_w: float, profile: str):
-    """The named source, or for `auto` the first one present (simulated as the last resort)."""
+    """The named source, or for `auto` the first measured one present. `auto` with none is a
+    `NoPowerSourceError`: a fixed budget (or `simulated`, for a replay) must be asked for."""
     makers = {
         "ina3221": lambda: Ina3221Source(sysfs_root, limit_w),
         "jtop": lambda: JtopSource(limit_w),
@@ -146,12 +189,15 @@ def detect_source(kind: str, sysfs_root: str, limit_w: float, profile: str):
             raise ValueError(f"power source: expected auto | manual | {' | '.join(makers)}, "
                              f"got {kind!r}")
         return makers[kind]()
-    for name in ("ina3221", "jtop", "nvml", "rapl", "simulated"):
+    why = []
+    for name in MEASURED_SOURCES:
         try:
             return makers[name]()
-        except Exception:
-            continue
-    raise RuntimeError("no power source found")
+        except Exception as exc:  # drivers and bindings fail in many ways; try the next one
+            why.append(f"{name}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+    raise NoPowerSourceError(
+        f"power source auto: no measured source found ({'; '.join(why)}); give a fixed budget "
+        "(budget:=<layers>, `manual_budget`) or, for a replay, source `simulated`")
 
 
 class BudgetMapper:

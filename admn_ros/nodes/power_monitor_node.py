@@ -27,7 +27,8 @@ from admn_ros.nodes.models import controller_budgets
 from admn_ros.nodes.power import NAN, BudgetMapper, PowerReading, detect_source
 
 PARAMS = {
-    "source": ("auto | ina3221 | jtop | nvml | rapl | simulated | manual",),
+    "source": ("auto (first measured source: ina3221 | jtop | nvml | rapl; none found is an "
+               "error) | ina3221 | jtop | nvml | rapl | simulated | manual",),
     "profile": ("config/power/*.yaml played by the simulated source",),
     "manual_budget": ("layers; > 0 overrides every source", 0, 1000, LIVE),
     "power_limit_w": ("power limit for measured sources, W", 0.0, 1000.0),

@@ -125,7 +125,9 @@ def overrides(**values) -> list[Parameter]:
 
 
 def model_params(d: Path, **extra) -> list[Parameter]:
-    return overrides(weights=str(d / "admn.pt"), sensor_reliability="reliable", **extra)
+    """Bag-stamped frames on the wall clock: offline (no freshness drops, no deadline loop)."""
+    return overrides(weights=str(d / "admn.pt"), sensor_reliability="reliable", max_age_s=0.0,
+                     **extra)
 
 
 # ------------------------------------------------------------------ parameters

@@ -327,7 +327,8 @@ def test_graph_description_entries():
     plain = describe_graph(GraphOptions(bag="x.mcap"))
     assert plain[-1].parameters[1]["min_subscribers"] == 2  # controller and fusion
     assert by["admn_fusion"].parameters[1] == {"use_sim_time": True, "backend": "eager",
-                                                "sensor_reliability": "reliable"}
+                                                "sensor_reliability": "reliable",
+                                                "sensor_tf": False}
     live = describe_graph(GraphOptions(topics=str(ROOT / "config/topics/realsense_ti.yaml")))
     assert "admn_bag_player" not in [s.name for s in live]
     # replay: every recorded frame counts (reliable); live: a late frame is worthless

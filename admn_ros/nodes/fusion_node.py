@@ -45,6 +45,7 @@ from admn_ros.nodes.localise import (
 from admn_ros.nodes.models import load_admn
 from admn_ros.nodes.samples import StampedBuffer, sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
+from admn_ros.nodes.static_tf import publish_static, sensor_node_transforms
 from admn_ros.nodes.sync import SyncedSample
 
 PARAMS = {
@@ -56,6 +57,8 @@ PARAMS = {
     "path_length": ("poses kept in /admn/path", 1, 100000),
     "frame_id": ("frame of the published pose (world = OptiTrack frame, metres, y up)",),
     "sensor_positions": ("x, y, z of each sensor node in `frame_id`, flattened (markers)",),
+    "sensor_tf": ("publish `frame_id` -> each sensor node at its position on /tf_static "
+                  "(live; a bag brings its own)",),
     "ground_truth_max_age_s": ("ground truth older than this is not drawn", 0.0, 10.0),
     "diagnostics_period_s": ("period of /diagnostics", 0.1, 60.0),
 }
@@ -91,6 +94,10 @@ class FusionNode(Node):
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/admn/pose", RELIABLE_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, "/admn/markers", RELIABLE_QOS)
         self.path_pub = self.create_publisher(Path, "/admn/path", RELIABLE_QOS)
+        if self.p["sensor_tf"]:
+            self.tf_static = publish_static(self, sensor_node_transforms(
+                self.p["frame_id"], self.nodes, self.p["sensor_positions"],
+                self.get_clock().now().to_msg()))
         self.create_subscription(LayerAllocation, "/admn/allocation", self.on_allocation,
                                  RELIABLE_QOS)
         self.create_subscription(PoseStamped, "/mocap/car/pose", self.on_truth, SENSOR_QOS)

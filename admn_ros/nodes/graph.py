@@ -8,12 +8,11 @@ name, the parameter files and overrides, and the remappings, exactly as launch_r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from admn_ros.nodes.common import share_dir
+from admn_ros.paths import config_file, share_dir
 
 GRAPH_INPUTS = {  # graph input topic template -> modality (what a topics config may remap)
     "/{node}/camera/color/image_raw": "rgb",
@@ -47,17 +46,18 @@ class GraphOptions:
     backend: str = ""
     rate: float = 1.0
     inject: str = ""  # config/inject/*.yaml; empty = no injector
-    topics: str = ""  # config/topics/*.yaml (live mode)
+    topics: str = ""  # config/topics/<name>.yaml, by name or path (live mode)
     use_sim_time: bool | None = None  # default: True with a bag
     sensor_reliability: str = ""  # default: reliable with a bag (replay), best_effort live
     nodes_yaml: str = ""  # default: <share>/config/nodes.yaml
 
 
 def topic_remappings(topics_file: str) -> list[tuple[str, str]]:
-    """config/topics/*.yaml `inputs: {node1: {rgb: /cam/..., ...}, mocap: ...}` -> remappings."""
+    """config/topics/*.yaml `inputs: {node1: {rgb: /cam/..., ...}, mocap: ...}` -> remappings.
+    `topics_file`: a name (`realsense_ti`) or a path (relative: share directory first)."""
     if not topics_file:
         return []
-    data = yaml.safe_load(Path(topics_file).read_text()) or {}
+    data = yaml.safe_load(config_file("topics", topics_file).read_text()) or {}
     out = []
     by_modality = {m: t for t, m in GRAPH_INPUTS.items()}
     for node, topics in (data.get("inputs") or {}).items():
@@ -82,6 +82,7 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
     if opt.controller_weights is not None:
         model["controller_weights"] = list(opt.controller_weights) or [""]
     fusion = {k: v for k, v in (("weights", opt.weights), ("backend", opt.backend)) if v}
+    fusion["sensor_tf"] = not sim  # live: the sensor nodes' frames; a replayed bag has its own
     remap = topic_remappings(opt.topics)
 
     power: dict[str, Any] = dict(common)

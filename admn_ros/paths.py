@@ -52,12 +52,13 @@ def _ament_share_dir() -> Path | None:
 
 def resolve(path: str | Path) -> Path:
     """A path given by a user or a parameter: absolute as it is; relative, the file of that
-    name in the share directory when there is one, else relative to the working directory."""
+    name in the share directory when there is one, else the one in the working directory when
+    there is one, else the share directory's (glob patterns: `models/controller_*.pt`)."""
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
     shared = share_dir() / p
-    return shared if shared.exists() else p
+    return p if p.exists() and not shared.exists() else shared
 
 
 def config_file(kind: str, name_or_path: str | Path) -> Path:

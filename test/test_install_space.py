@@ -35,7 +35,7 @@ PASSED_ENV = ("HOME", "ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMP
 
 
 def installed_env() -> dict[str, str]:
-    """`. install/setup.sh` (what `setup.bash` sources) on top of nothing but the venv's bin and the system's."""
+    """`. install/setup.sh` (what setup.bash sources) on top of the venv and the system."""
     if not (INSTALL / "setup.sh").is_file():
         pytest.fail(f"{INSTALL}/setup.sh missing: run `make setup`")
     base = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}

@@ -35,6 +35,7 @@ def test_relative_paths_resolve_in_the_share_dir_first(monkeypatch, tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "nodes.yaml").write_text("{}\n")  # a look-alike in the cwd
     assert paths.resolve("config/nodes.yaml") == ROOT / "config" / "nodes.yaml"
+    assert paths.resolve("models/controller_*.pt") == ROOT / "models/controller_*.pt"
     (tmp_path / "mine.yaml").write_text("{}\n")
     assert paths.resolve("mine.yaml").resolve() == (tmp_path / "mine.yaml").resolve()
     assert paths.resolve(tmp_path / "mine.yaml") == tmp_path / "mine.yaml"

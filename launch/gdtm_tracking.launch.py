@@ -25,6 +25,10 @@ ARGUMENTS = {
     "topics": ("", "live mode: driver topics -> graph inputs: a name in config/topics/ "
                "(realsense_ti) or a YAML path"),
     "player": ("admn", "admn = the package's bag player | ros2 = `ros2 bag play --clock`"),
+    # launch's own setting (default 5 s): after Ctrl-C each node publishes its final totals
+    # and shuts down; measured ~5 s on a loaded 2-core machine, so launch waits longer before
+    # escalating to SIGTERM
+    "sigterm_timeout": ("15", "seconds between Ctrl-C (SIGINT) and SIGTERM for every node"),
 }
 
 

@@ -66,16 +66,18 @@ step cmake-paths "$(hash_of requirements.lock)" fix_cmake_paths
 
 # colcon sees the package through build/src/admn_ros -> repo root: CMake refuses exported
 # include dirs (numpy's, in .venv) that lie inside the package's source dir, and through the
-# link the source dir is build/src/admn_ros, which .venv is not under.
+# link the source dir is build/src/admn_ros, which .venv is not under. deps/tf2_msgs stands in
+# for the tf2_msgs the ROS 2 wheels lack (a ROS install has the real one). Tests are
+# configured, so `colcon test` works in this workspace too (see docs/INSTALL.md).
 colcon_build() {
   # shellcheck disable=SC1091
   source "$VENV/bin/activate"
   export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
-  mkdir -p build/src && ln -sfn ../.. build/src/admn_ros
+  mkdir -p build/src && ln -sfn ../.. build/src/admn_ros && ln -sfn ../../deps/tf2_msgs build/src/tf2_msgs
   colcon build --base-paths build/src --build-base build --install-base install \
-    --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
+    --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=ON
 }
-step colcon "$(hash_of CMakeLists.txt package.xml msg/*.msg requirements.lock)-$(tree_hash admn_ros launch config)" colcon_build
+step colcon "$(hash_of CMakeLists.txt package.xml msg/*.msg requirements.lock)-$(tree_hash admn_ros launch config models deps)" colcon_build
 
 install_project() { "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e .; }
 step project "$(hash_of setup.py)" install_project

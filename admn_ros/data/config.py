@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from admn_ros.core.config import from_dict, load_yaml
+from admn_ros.paths import share_dir
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = share_dir() / "config"
 SCENES_DIR = CONFIG_DIR / "scenes"
 DATA_CONFIG = CONFIG_DIR / "data.yaml"
 

@@ -33,8 +33,9 @@ from admn_ros.engine.factory import (
     make_backend,
     resolve_backend,
 )
+from admn_ros.paths import share_dir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = share_dir()
 DEFAULT_CONFIG = ROOT / "config" / "model" / "demo.yaml"
 MODELS_DIR = ROOT / "models"
 RESULTS_DIR = ROOT / "benchmarks" / "results"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -10,7 +9,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
@@ -30,6 +28,9 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+
+from admn_ros.paths import resolve as resolve  # re-exported: nodes resolve parameter paths
+from admn_ros.paths import share_dir
 
 NS = 1_000_000_000
 SPIN_POLL_S = 0.1  # longest wait in the spin loop: how soon a node notices SIGINT
@@ -62,27 +63,6 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def share_dir() -> Path:
-    """The package's share directory: the source tree here, ament's share dir when installed."""
-    env = os.environ.get("ADMN_SHARE_DIR")
-    if env:
-        return Path(env)
-    src = Path(__file__).resolve().parents[2]
-    if (src / "config" / "nodes.yaml").exists():
-        return src
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return Path(get_package_share_directory("admn_ros"))
-    except Exception:
-        return src
-
-
-def resolve(path: str) -> Path:
-    """A relative path in a parameter is relative to the package share directory."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or p.exists() else share_dir() / p
 
 
 @cache
@@ -271,13 +251,13 @@ def spin_main(node_cls, args=None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    executor = SingleThreadedExecutor()
     try:
         try:
             node = node_cls()
         except (WeightsError, EngineStartupError, *STARTUP_ERRORS) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 2
-        executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok() and not getattr(node, "finished", False):
             executor.spin_once(timeout_sec=SPIN_POLL_S)
@@ -286,6 +266,9 @@ def spin_main(node_cls, args=None) -> int:
     except ExternalShutdownException:
         pass
     finally:
+        # the executor goes first, explicitly: left to the garbage collector after
+        # rclpy.shutdown its __del__ fails on the destroyed context (InvalidHandle)
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from admn_ros.nodes.common import share_dir
+from admn_ros.paths import config_file, share_dir
 
 GRAPH_INPUTS = {  # graph input topic template -> modality (what a topics config may remap)
     "{node}/camera/color/image_raw": "rgb",
@@ -58,7 +57,7 @@ class GraphOptions:
     backend: str = ""
     rate: float = 1.0
     inject: str = ""  # config/inject/*.yaml; empty = no injector
-    topics: str = ""  # config/topics/*.yaml (live mode)
+    topics: str = ""  # config/topics/<name>.yaml, by name or path (live mode)
     use_sim_time: bool | None = None  # default: True with a bag
     sensor_reliability: str = ""  # default: reliable with a bag (replay), best_effort live
     nodes_yaml: str = ""  # default: <share>/config/nodes.yaml
@@ -67,10 +66,11 @@ class GraphOptions:
 
 
 def topic_remappings(topics_file: str) -> list[tuple[str, str]]:
-    """config/topics/*.yaml `inputs: {node1: {rgb: /cam/..., ...}, mocap: ...}` -> remappings."""
+    """config/topics/*.yaml `inputs: {node1: {rgb: /cam/..., ...}, mocap: ...}` -> remappings.
+    `topics_file`: a name (`realsense_ti`) or a path (relative: share directory first)."""
     if not topics_file:
         return []
-    data = yaml.safe_load(Path(topics_file).read_text()) or {}
+    data = yaml.safe_load(config_file("topics", topics_file).read_text()) or {}
     out = []
     by_modality = {m: t for t, m in GRAPH_INPUTS.items()}
     for node, topics in (data.get("inputs") or {}).items():
@@ -124,7 +124,9 @@ def describe_graph(opt: GraphOptions) -> list[NodeSpec]:
                                             "input_prefix": RAW_PREFIX,
                                             "min_subscribers": SENSOR_READERS}], moved))
     if importlib.util.find_spec("tf2_msgs") is not None:  # every ROS install; not the wheels
-        specs.append(NodeSpec("frames", "admn_frames", [nodes_yaml, common], moved))
+        # live: the sensor nodes' frames too; a replayed bag has its own on /tf_static
+        specs.append(NodeSpec("frames", "admn_frames",
+                              [nodes_yaml, {**common, "sensor_tf": not sim}], moved))
     if opt.bag:
         # the player is the clock: it runs on wall time and publishes /clock; it starts once
         # every reader of its image topics is matched (the injector alone, when there is one)

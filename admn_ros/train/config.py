@@ -23,10 +23,11 @@ from admn_ros.core.config import (
     load_yaml,
     to_dict,
 )
+from admn_ros.paths import share_dir
 
 BASELINE_STAGES = ("dynmm", "mmexit", "m2sn")  # competing methods (docs/BASELINES.md)
 STAGES = ("mae", "backbone", "controller", "controller-ae", *BASELINE_STAGES)
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = share_dir()  # the package's files: the source tree, or share/admn_ros installed
 # knob name and valid range per method (the models' LAM_MAX; MMExit threshold in cm)
 KNOBS = {"dynmm": ("lam", 0.0, LAM_MAX), "mmexit": ("threshold_cm", 0.0, math.inf),
          "m2sn": ("lam", 0.0, LAM_MAX)}

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "install"
 VENV = ROOT / ".venv"
-EXECUTABLES = ("bag_player", "controller", "corruption_injector", "fusion", "power_monitor")
+EXECUTABLES = ("bag_player", "controller", "corruption_injector", "frames", "fusion",
+               "power_monitor")
 UP_S = 240.0  # longest wait for every node's first diagnostics (torch imports on a busy CPU)
 STOP_S = 30.0  # longest wait for an exit after SIGINT
 PASSED_ENV = ("HOME", "ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
@@ -132,6 +133,8 @@ def test_every_installed_executable_starts_anywhere_and_stops_cleanly_on_sigint(
         assert "Traceback" not in err and "Exception ignored" not in err, f"{name}:\n{err}"
     frames = [{(t.header.frame_id, t.child_frame_id) for t in m.transforms}
               for m in listener.tf_static]
-    # live sensor nodes from the fusion node; the bag's own tree replayed by the player
-    assert {("world", f"node{k}") for k in (1, 2, 3)} in frames, frames
+    # world -> map and the live sensor nodes from the frames node; the bag's own tree
+    # replayed by the player
+    live = {("world", "map")} | {("world", f"node{k}") for k in (1, 2, 3)}
+    assert any(live <= f for f in frames), frames
     assert any(("node1", "node1_color_optical_frame") in f for f in frames), frames

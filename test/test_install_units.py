@@ -46,7 +46,7 @@ def test_topic_maps_by_name_and_by_relative_path_from_outside_the_tree(monkeypat
     monkeypatch.chdir(tmp_path)
     by_name = topic_remappings("realsense_ti")
     assert by_name and by_name == topic_remappings("config/topics/realsense_ti.yaml")
-    assert dict(by_name)["/node1/camera/color/image_raw"].startswith("/")
+    assert dict(by_name)["node1/camera/color/image_raw"].startswith("/")
     with pytest.raises(FileNotFoundError, match="realsense_ti"):  # lists the known names
         topic_remappings("realsense")
 

@@ -248,7 +248,8 @@ def test_two_graphs_in_two_namespaces_on_one_domain_do_not_cross(work):
     d, bag = work
     bags = {"car1": bag, "car2": shifted_bag(bag, d / "later.mcap", 1000 * 1_000_000_000)}
     args = [[sys.executable, "-m", "admn_ros.cli", "run", "--bag", str(b), "--out",
-             str(d / ns_), "--rate", "0.5", "--no-plots", "--namespace", ns_, "--budget", "12",
+             str(d / ns_), "--rate", "0.5", "--offline", "--no-plots", "--namespace", ns_,
+             "--budget", "12",
              "--weights", str(d / "admn.pt"), "--controller-weights",
              str(d / "controller_L12.pt")] for ns_, b in bags.items()]
     procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

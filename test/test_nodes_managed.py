@@ -285,8 +285,10 @@ def test_frames_node_latches_world_to_map_on_tf_static(ros):
     got = []
     probe.create_subscription(tf2_msgs.TFMessage, "/tf_static", got.append, LATCHED_QOS)
     assert spin_until(ros, lambda: bool(got))  # transient local: a late joiner gets it
-    (t,) = got[0].transforms
-    assert (t.header.frame_id, t.child_frame_id) == ("world", "map")
+    by_child = {t.child_frame_id: t for t in got[0].transforms}
+    assert {t.header.frame_id for t in got[0].transforms} == {"world"}
+    assert set(by_child) == {"map", "node1", "node2", "node3"}  # sensor_tf: live default
+    t = by_child["map"]
     q = t.transform.rotation
     w, x, y, z = q.w, q.x, q.y, q.z
     rot = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],

@@ -260,7 +260,8 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
             continue
         meta = raw.get("meta", {})
         lines.append(f"  - `{name}` ({size:.2f} MB): {meta.get('stage', '?')}"
-                     + (f", budget {meta['budget']}" if "budget" in meta else ""))
+                     + (f", budget {meta['budget']}" if "budget" in meta else "")
+                     + f"; {training_line(meta)}")
     lines += [
         "",
         "## How it was trained",
@@ -295,11 +296,11 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     if train_seconds:
         lines.append(f"- Wall time of `make train` on this machine: {train_seconds / 60:.1f} min "
                      "(2 shared CPU cores).")
-    if any(st.time_budget_min for st in (cfg.backbone, cfg.controller, cfg.controller_ae)):
-        lines.append("- Jobs with `time_budget_min` stop when their wall-clock budget is spent "
-                     "(the learning-rate schedule follows max(step, time) progress), so the "
-                     "number of steps, and the weights, depend on the machine's speed; the "
-                     "steps actually run are in each file's `meta`.")
+    lines.append("- Every stage trains the recipe's number of steps (epochs x steps per "
+                 "epoch), the same on any machine; the steps, seed, machine, thread count, torch "
+                 "version and wall time of each file are listed above (from its `meta`). A file "
+                 "marked **stopped early** came from a run capped by `--time-budget` and is not "
+                 "what the recipe trains. Determinism to expect: docs/ARCHITECTURE.md.")
     lines += ["", "## Evaluation (test split)", ""]
     if table_md.exists():
         body = table_md.read_text(encoding="utf-8").split("\n", 1)[1]
@@ -314,6 +315,26 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     path = dest / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def training_line(meta: dict) -> str:
+    """`3000 of 3000 steps, seed 0, <cpu>, 2 threads, torch 2.x, 41.2 min` from a file's meta
+    (older files without provenance: the steps only)."""
+    step, planned = meta.get("step"), meta.get("steps_planned")
+    if step is None:
+        return "steps unknown"
+    parts = [f"{step} of {planned} steps" if planned else f"{step} steps"]
+    if meta.get("stopped_early"):
+        parts[0] = f"**stopped early**: {meta.get('stopped', parts[0])}"
+    if "seed" in meta:
+        parts.append(f"seed {meta['seed']}")
+    prov = meta.get("provenance") or {}
+    if prov:
+        parts += [prov.get("gpu") or prov.get("machine", "?"), f"{prov.get('threads')} threads",
+                  f"torch {prov.get('torch')}"]
+        if "wall_s" in prov:
+            parts.append(f"{prov['wall_s'] / 60:.1f} min")
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,13 +60,20 @@ def sha256(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------
-def export(cfg: TrainConfig) -> list[Path]:
-    """Copy a finished run's outputs to `models_dir` as float16 files + SHA256SUMS."""
+def export(cfg: TrainConfig, only: list[str] | None = None) -> list[Path]:
+    """Copy a finished run's outputs to `models_dir` as float16 files + SHA256SUMS (all the
+    run's outputs, or `only` these run names, e.g. a retrained `controller_universal`)."""
     run = cfg.path(cfg.out_dir)
     dest = cfg.path(cfg.models_dir)
     dest.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in run.glob("*.pt") if RUN_NAMES.match(p.name))
-    if not any(p.name == "admn.pt" for p in sources):
+    if only:
+        missing = [n for n in only if not (run / f"{n}.pt").is_file() or not RUN_NAMES.match(
+            f"{n}.pt")]
+        if missing:
+            raise ValueError(f"--only: expected run outputs in {run}, missing {missing}")
+        sources = [p for p in sources if p.stem in only]
+    elif not any(p.name == "admn.pt" for p in sources):
         raise ValueError(f"{run}/admn.pt: expected the backbone stage's output; "
                          f"run the recipe's stages first")
     written = []
@@ -273,7 +280,8 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"- Seed {cfg.seed}. Stage 0 (MAE pretraining) "
         + ("skipped (epochs 0): backbones trained from scratch in stage 1."
            if cfg.mae.epochs == 0 else f"{cfg.mae.epochs} epochs."),
-        f"- Stage 1 (backbone + fusion): at most {cfg.backbone.epochs} epochs, batch "
+        f"- Stage 1 (backbone + fusion): {cfg.backbone.epochs} epochs of at most "
+        f"{cfg.backbone.max_steps_per_epoch or 'all'} steps, batch "
         f"{cfg.backbone.batch_size}, AdamW {cfg.backbone.lr:g} (weight decay "
         f"{cfg.backbone.weight_decay:g}), RGB brightness jitter {cfg.backbone.rgb_jitter:g}, "
         f"LayerDrop "
@@ -282,7 +290,8 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"{cfg.backbone.clean_epochs} clean epoch(s) (kinds {cfg.backbone.noise_kinds}).",
         f"- Stage 2 (controllers, backbones frozen): budgets {cfg.controller.budgets}"
         + (f" + universal {cfg.controller.universal_range}" if cfg.controller.universal else "")
-        + f"; {cfg.controller.epochs} epochs (first: noise head only, at most "
+        + f"; {cfg.controller.epochs} epochs (first {cfg.controller.warmup_noise_epochs}: noise "
+        "head only, at most "
         f"{cfg.controller.max_warmup_steps} steps; then at most "
         f"{cfg.controller.max_steps_per_epoch} steps/epoch), batch {cfg.controller.batch_size}, "
         f"AdamW {cfg.controller.lr:g}, Gumbel top-L straight-through, noise-sigma L1 "
@@ -323,7 +332,9 @@ def training_line(meta: dict) -> str:
     step, planned = meta.get("step"), meta.get("steps_planned")
     if step is None:
         return "steps unknown"
-    parts = [f"{step} of {planned} steps" if planned else f"{step} steps"]
+    parts = [f"{step} of {planned} steps" if planned else
+             f"{step} steps (trained before recipes fixed their steps: a wall-clock budget "
+             f"ended it)"]
     if meta.get("stopped_early"):
         parts[0] = f"**stopped early**: {meta.get('stopped', parts[0])}"
     if "seed" in meta:
@@ -343,11 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["export", "card"])
     parser.add_argument("--config", required=True)
     parser.add_argument("--train-seconds", type=int, default=None)
+    parser.add_argument("--only", nargs="*", metavar="RUN_NAME",
+                        help="export only these run outputs (e.g. controller_universal)")
     args = parser.parse_args(argv)
     try:
         cfg = load_train_config(args.config)
         if args.action == "export":
-            for p in export(cfg):
+            for p in export(cfg, args.only):
                 print(f"[weights] wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")
         else:
             print(f"[weights] wrote {write_card(cfg, args.train_seconds)}")

@@ -333,8 +333,8 @@ def training_line(meta: dict) -> str:
     if step is None:
         return "steps unknown"
     parts = [f"{step} of {planned} steps" if planned else
-             f"{step} steps (trained before recipes fixed their steps: a wall-clock budget "
-             f"ended it)"]
+             f"{step} steps (no step plan recorded: trained under the former recipe, which "
+             f"capped each job by wall clock)"]
     if meta.get("stopped_early"):
         parts[0] = f"**stopped early**: {meta.get('stopped', parts[0])}"
     if "seed" in meta:

@@ -256,9 +256,18 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     layerdrop: LayerDropConfig = field(default_factory=LayerDropConfig)
+    # blocks each modality always runs (its first ones; missing: 1). 0 lets a controller switch
+    # a modality off: its embedding-only token reaches the fusion (the paper's full-backbone
+    # drop, trained by LayerDrop's full drop); docs/ARCHITECTURE.md
+    min_blocks: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_model_config(self)
+
+    @property
+    def min_blocks_list(self) -> list[int]:
+        """Per modality (in `modalities` order), the blocks that always run."""
+        return [self.min_blocks.get(m, 1) for m in self.modalities]
 
     @property
     def num_modalities(self) -> int:
@@ -280,7 +289,7 @@ class ModelConfig:
     def budget_range(self) -> tuple[int, int]:
         """(min, max) budget the controller accepts."""
         c = self.controller
-        lo = self.num_modalities if c.budget_min is None else c.budget_min
+        lo = max(1, sum(self.min_blocks_list)) if c.budget_min is None else c.budget_min
         hi = self.total_blocks if c.budget_max is None else c.budget_max
         return lo, hi
 
@@ -340,7 +349,12 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if c.noise_prior < 0 or (c.noise_prior > 0 and not c.noise_head):
         raise ValueError(f"controller.noise_prior: expected >= 0, and 0 without a noise head, "
                          f"got {c.noise_prior} (noise_head={c.noise_head})")
-    m, total = cfg.num_modalities, cfg.num_modalities * b.depth
+    bad = {k: v for k, v in cfg.min_blocks.items()
+           if k not in cfg.modalities or not isinstance(v, int) or not 0 <= v <= b.depth}
+    if bad:
+        raise ValueError(f"min_blocks: expected 0..{b.depth} blocks for modalities in "
+                         f"{cfg.modalities}, got {bad}")
+    m, total = max(1, sum(cfg.min_blocks_list)), cfg.num_modalities * b.depth
     lo, hi = cfg.budget_range
     if not m <= lo <= hi <= total:
         raise ValueError(

@@ -21,7 +21,8 @@ from admn_ros.core.config import ModelConfig
 from admn_ros.core.model import check_inputs
 from admn_ros.core.vit import TOKEN_INIT_STD, Block, init_weights
 
-# Block-0 slots are always on, so they take no part in the softmax competition: their logit is
+# Forced slots (each modality's first `min_blocks`, default block 0) are always on, so they take
+# no part in the softmax competition: their logit is
 # replaced by this large *finite* negative value (exp underflows to 0; -inf would give NaN grads).
 EXCLUDED_LOGIT = -1.0e4
 # Ranking score of forced slots in top-L; softmax probabilities are <= 1, so 2 always wins.
@@ -60,10 +61,12 @@ def check_budget(budget: int | Tensor, batch: int, lo: int, hi: int) -> Tensor:
     return b
 
 
-def forced_slots(num_modalities: int, depth: int, device: torch.device | None = None) -> Tensor:
-    """bool [M*D], True at every modality's block 0."""
+def forced_slots(num_modalities: int, depth: int, device: torch.device | None = None,
+                 min_blocks: list[int] | None = None) -> Tensor:
+    """bool [M*D], True at each modality's first `min_blocks[m]` blocks (default: block 0)."""
     f = torch.zeros(num_modalities, depth, dtype=torch.bool, device=device)
-    f[:, 0] = True
+    for i, k in enumerate(min_blocks or [1] * num_modalities):
+        f[i, :k] = True
     return f.flatten()
 
 
@@ -177,7 +180,8 @@ class Controller(nn.Module):
                            for mod in cfg.modalities})
             if c.ae_head else None
         )
-        self.register_buffer("forced", forced_slots(m, cfg.depth), persistent=False)
+        self.register_buffer("forced", forced_slots(m, cfg.depth, min_blocks=cfg.min_blocks_list),
+                             persistent=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

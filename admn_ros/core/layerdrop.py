@@ -1,8 +1,9 @@
 """Multimodal LayerDrop mask sampler (paper 3.3).
 
-Each block j >= 1 of each modality is dropped with rate p (linearly ramped from 0 over
-`ramp_epochs`); independently, with probability `full_drop_prob` a modality keeps only block 0
-(the paper's full-backbone drop; block 0 always runs here). A mask is shared by all nodes.
+Each block of each modality beyond its first `min_blocks` (default 1: block 0 always runs) is
+dropped with rate p (linearly ramped from 0 over `ramp_epochs`); independently, with probability
+`full_drop_prob` a modality keeps only those first `min_blocks` blocks: with min_blocks 0, none,
+the paper's full-backbone drop. A mask is shared by all nodes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class LayerDrop:
         rate: float = 0.2,
         ramp_epochs: int = 0,
         full_drop_prob: float = 0.1,
+        min_blocks: list[int] | None = None,
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"LayerDrop rate: expected 0 <= rate < 1, got {rate}")
@@ -31,13 +33,19 @@ class LayerDrop:
             raise ValueError(f"full_drop_prob: expected in [0, 1], got {full_drop_prob}")
         if ramp_epochs < 0:
             raise ValueError(f"ramp_epochs: expected >= 0, got {ramp_epochs}")
+        self.min_blocks = list(min_blocks) if min_blocks is not None else [1] * num_modalities
+        if len(self.min_blocks) != num_modalities or not all(0 <= k <= depth
+                                                               for k in self.min_blocks):
+            raise ValueError(f"min_blocks: expected {num_modalities} values in 0..{depth}, "
+                             f"got {min_blocks}")
         self.num_modalities, self.depth = num_modalities, depth
         self.rate, self.ramp_epochs, self.full_drop_prob = rate, ramp_epochs, full_drop_prob
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, ld: LayerDropConfig | None = None) -> LayerDrop:
         ld = ld or cfg.layerdrop
-        return cls(cfg.num_modalities, cfg.depth, ld.rate, ld.ramp_epochs, ld.full_drop_prob)
+        return cls(cfg.num_modalities, cfg.depth, ld.rate, ld.ramp_epochs, ld.full_drop_prob,
+                   cfg.min_blocks_list)
 
     def rate_at(self, epoch: float) -> float:
         """Drop rate after `epoch` (fractional epochs allowed) of the linear ramp."""
@@ -57,5 +65,6 @@ class LayerDrop:
         full = torch.rand((*lead, self.num_modalities, 1), generator=generator)
         full = full < self.full_drop_prob
         keep = keep & ~full
-        keep[..., 0] = True  # block 0 always runs
+        for i, k in enumerate(self.min_blocks):  # the first min_blocks always run
+            keep[..., i, :k] = True
         return keep

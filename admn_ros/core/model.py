@@ -51,6 +51,11 @@ def downsample(inputs: dict[str, Tensor], size: int) -> dict[str, Tensor]:
     return out
 
 
+def blocks_text(k: int) -> str:
+    """`block 0` / `blocks 0..k-1`: the blocks `min_blocks` = k keeps on."""
+    return "block 0" if k == 1 else f"blocks 0..{k - 1}"
+
+
 class ADMN(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -86,14 +91,21 @@ class ADMN(nn.Module):
             raise ValueError(f"active: expected [{m}, {d}] or [B, {m}, {d}], got {got}")
         if active.dim() == 2 and active.dtype != torch.bool:
             raise ValueError(f"active [{m}, {d}]: expected dtype bool, got {active.dtype}")
-        if not bool(((active[..., 0].float() - 1).abs() < BLOCK0_ON_TOL).all()):
-            raise ValueError("active: expected block 0 of every modality active, got inactive")
+        for i, k in enumerate(self.cfg.min_blocks_list):
+            if k and not bool(((active[..., i, :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
+                raise ValueError(f"active: expected {blocks_text(k)} of every modality active "
+                                 f"(min_blocks), got inactive")
 
     # ---------------------------------------------------------------- forward
     def encode(self, modality: str, x: Tensor, active: Tensor | None = None) -> Tensor:
         """One backbone: x [N, C, H, W], active bool [D] (real skip) or [N, D] (blend) -> [N, E]."""
         if modality not in self.backbones:
             raise ValueError(f"modality: expected one of {self.cfg.modalities}, got {modality!r}")
+        k = self.cfg.min_blocks_list[self.cfg.modalities.index(modality)]
+        if active is not None and k and active.dim() in (1, 2) and active.shape[-1] >= k \
+                and not bool(((active[..., :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
+            raise ValueError(f"active: expected {blocks_text(k)} of {modality} active "
+                             f"(min_blocks), got inactive")
         return self.backbones[modality](x, active)
 
     def encode_all(self, inputs: dict[str, Tensor], active: Tensor,

@@ -1,9 +1,10 @@
 """Allocation policies behind one interface: `policy(lowres, budget) -> mask [B, M, D] bool`.
 
 Names: `learned` (a Controller, deterministic top-L), `upper_bound` (all blocks), `naive`
-(L split evenly, every other block first, remainder to the first modalities), `random` (uniform
-over masks with exactly L and block 0 on; seeded), `single:<modality>` (block 0 everywhere,
-the rest of L to one modality, every other block first).
+(each modality's `min_blocks`, the rest of L split evenly, every other block first, remainder to
+the first modalities), `random` (uniform over masks with exactly L and the `min_blocks` on;
+seeded), `single:<modality>` (the others' `min_blocks`, the rest of L to one modality, every
+other block first). `min_blocks` defaults to 1 (block 0) per modality.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Policy(ABC):
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
-        self.budget_range = (cfg.num_modalities, cfg.total_blocks)
+        self.budget_range = (max(1, sum(cfg.min_blocks_list)), cfg.total_blocks)
 
     def batch_size(self, lowres: dict[str, Tensor]) -> int:
         if not isinstance(lowres, dict) or set(lowres) != set(self.cfg.modalities):
@@ -95,11 +96,21 @@ class NaivePolicy(Policy):
     name = "naive"
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
-        m, d = self.cfg.num_modalities, self.cfg.depth
+        d, low = self.cfg.depth, self.cfg.min_blocks_list
         mask = self._empty(len(budget))
         for i, total in enumerate(budget.tolist()):
-            mask[i] = split_mask([total // m + (j < total % m) for j in range(m)], d)
+            mask[i] = split_mask(even_split(total, low, d), d)
         return mask
+
+
+def even_split(total: int, low: list[int], depth: int) -> list[int]:
+    """Per-modality block counts summing to `total`: as even as the minimums `low` and the
+    depth allow, remainders to the first modalities (L // M each when the minimums are equal)."""
+    counts = list(low)
+    while sum(counts) < total:
+        j = min((c, j) for j, c in enumerate(counts) if c < depth)[1]
+        counts[j] += 1
+    return counts
 
 
 class RandomPolicy(Policy):
@@ -108,7 +119,7 @@ class RandomPolicy(Policy):
     def __init__(self, cfg: ModelConfig, seed: int = 0) -> None:
         super().__init__(cfg)
         self.generator = torch.Generator().manual_seed(seed)
-        self.forced = forced_slots(cfg.num_modalities, cfg.depth)
+        self.forced = forced_slots(cfg.num_modalities, cfg.depth, min_blocks=cfg.min_blocks_list)
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
         scores = torch.rand(len(budget), self.cfg.total_blocks, generator=self.generator)
@@ -124,14 +135,17 @@ class SinglePolicy(Policy):
                              f"got {modality!r}")
         self.index = cfg.modalities.index(modality)
         self.name = f"single:{modality}"
-        m, d = cfg.num_modalities, cfg.depth
-        self.budget_range = (m, m + d - 1)  # block 0 of the others + all blocks of this one
+        low = cfg.min_blocks_list
+        others = sum(low) - low[self.index]  # the others' min_blocks + all blocks of this one
+        self.budget_range = (max(1, sum(low)), others + cfg.depth)
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
-        m, d = self.cfg.num_modalities, self.cfg.depth
+        low, d = self.cfg.min_blocks_list, self.cfg.depth
+        others = sum(low) - low[self.index]
         mask = self._empty(len(budget))
         for i, total in enumerate(budget.tolist()):
-            mask[i] = split_mask([1 + (total - m) * (j == self.index) for j in range(m)], d)
+            counts = [total - others if j == self.index else k for j, k in enumerate(low)]
+            mask[i] = split_mask(counts, d)
         return mask
 
 

@@ -106,7 +106,8 @@ class VisionTransformer(nn.Module):
 
     `forward(x, active)`: `active` None (all blocks), a bool vector [D] (inactive blocks are not
     executed), or a float/bool matrix [N, D] (blend: x = m * block(x) + (1 - m) * x per sample).
-    Block 0 must be active.
+    No active block: the embedding-only output (patch embedding, pooled and normalised); which
+    blocks must run is the model's rule (`ModelConfig.min_blocks`).
     """
 
     def __init__(
@@ -191,13 +192,9 @@ class VisionTransformer(nn.Module):
                 raise ValueError(
                     f"active: expected bool [{d}], got {active.dtype} {tuple(active.shape)}"
                 )
-            if not bool(active[0]):
-                raise ValueError("active: expected block 0 active (it always runs), got False")
         elif active.dim() == 2:
             if active.shape != (n, d):
                 raise ValueError(f"active: expected [{n}, {d}], got {tuple(active.shape)}")
-            if not bool(((active[:, 0].float() - 1).abs() < BLOCK0_ON_TOL).all()):
-                raise ValueError("active: expected block 0 active (1) for every sample")
         else:
             raise ValueError(f"active: expected [{d}] or [{n}, {d}], got {tuple(active.shape)}")
 

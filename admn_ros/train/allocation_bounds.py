@@ -75,6 +75,15 @@ class AllocationScores:
             self.oracle_sum[budget] += float(errors.min(0).values.sum())
         self.count += b
 
+    def mean_error(self, budget: int, mask: Tensor) -> float:
+        """Mean error of one candidate mask (bool [M, D]) at `budget` over the samples added."""
+        key = mask.numpy().tobytes()
+        for i, cand in enumerate(self.candidates.get(budget, [])):
+            if cand.numpy().tobytes() == key:
+                return round(float(self.sums[budget][i]) / max(1, self.count), 2)
+        raise ValueError(f"mask: expected one of the {len(self.candidates.get(budget, []))} "
+                         f"candidates at L={budget}, got {mask.int().tolist()}")
+
     def result(self) -> dict[str, dict]:
         """`{"<budget>": {"masks", "oracle_cm", "best_static": {"blocks", "error_cm"}}}`;
         `blocks`: the active block indices of each modality."""

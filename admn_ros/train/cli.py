@@ -1,4 +1,8 @@
-"""`admn train STAGE --config FILE [--resume]` (also under `torchrun --nproc_per_node N`)."""
+"""`admn train STAGE --config FILE [--resume] [--time-budget MIN]` (also under `torchrun`).
+
+A stage trains exactly the recipe's steps on any machine; `--time-budget` caps each job's wall
+clock for quick experiments, and a job it stops records "stopped at step N of M".
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue every job of the stage from its last checkpoint")
     parser.add_argument("--only", nargs="*", metavar="JOB",
                         help="run only these jobs (e.g. controller_L6 controller_universal)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                        help="stop each job after MIN minutes of wall clock (quick experiments; "
+                             "the outputs then record that they stopped early)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_train_config(args.config)
-        run_stage(cfg, args.stage, resume=args.resume, jobs=args.only)
+        run_stage(cfg, args.stage, resume=args.resume, jobs=args.only,
+                  time_budget_min=args.time_budget)
     except (ValueError, NonFiniteLossError) as exc:
         print(f"admn train: error: {exc}", file=sys.stderr)
         return 1

@@ -62,10 +62,9 @@ class StageConfig:
     warmup_epochs: float = 0.0
     schedule: Literal["constant", "linear", "cosine"] = "cosine"
     grad_clip: float | None = 1.0
-    max_steps_per_epoch: int | None = None  # cap (quick recipes and tests)
-    # wall-clock budget of each job (minutes): the schedule runs on max(step, time) progress
-    # and the job ends when either is spent (shared / slow machines). None: steps only.
-    time_budget_min: float | None = None
+    # cap of the steps of each epoch: with `epochs` it fixes the stage's amount of training,
+    # the same on every machine (a wall-clock cap is only the explicit `--time-budget` option)
+    max_steps_per_epoch: int | None = None
     # --- backbone / mae ---
     init: str | None = None  # checkpoint to start from (default: the previous stage's output)
     pretrained: str | None = None  # MAE / timm ViT weights loaded into every backbone first
@@ -114,12 +113,24 @@ class BaselineEval:
 
 @dataclass
 class EvalSection:
+    """`admn eval`: reported tables on `split` (default: every frame of the test split);
+    every choice it makes (the best static allocation, the baselines' calibrated knobs) on
+    `tune_split`, which may never be the reported split nor `test`."""
+
     budgets: list[int] = field(default_factory=list)  # default: 1/4, 1/3, 1/2, 2/3 of all
     split: str = "test"
     batch_size: int = 64
-    max_samples: int | None = None
+    max_samples: int | None = None  # None: the whole split
+    quick_samples: int = 150  # `admn eval --quick`: this many frames, evenly spaced
     noise_seed: int = 1234
+    noise_repeats: int = 3  # corruption draws (seeds) per frame; means over all of them
     random_seed: int = 0
+    tune_split: str = "val"
+    tune_samples: int | None = None  # frames of tune_split (evenly spaced); None: all
+    # paired block bootstrap of every comparison: contiguous blocks of this many evaluated
+    # frames (neighbouring frames are correlated), this many resamples, 95 % intervals
+    bootstrap_block: int = 30
+    bootstrap_samples: int = 2000
     # allocation bounds: per-modality block-count splits at every budget; also every mask
     # (block 0 on) where a budget has at most `exhaustive_max_masks` (0: never), under these
     exhaustive_max_masks: int = 0
@@ -187,6 +198,16 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
     for b in cfg.eval.budgets:
         if not lo <= b <= hi:
             raise ValueError(f"eval.budgets: expected {lo} <= L <= {hi}, got {b}")
+    ev = cfg.eval
+    if ev.tune_split in ("test", ev.split):
+        raise ValueError(f"eval.tune_split: expected a split other than 'test' and the reported "
+                         f"split {ev.split!r} (design choices are made on validation data), "
+                         f"got {ev.tune_split!r}")
+    if ev.noise_repeats < 1 or ev.quick_samples < 1 or ev.bootstrap_block < 1 \
+            or ev.bootstrap_samples < 1:
+        raise ValueError(f"eval: expected noise_repeats, quick_samples, bootstrap_block and "
+                         f"bootstrap_samples >= 1, got {ev.noise_repeats}, {ev.quick_samples}, "
+                         f"{ev.bootstrap_block}, {ev.bootstrap_samples}")
     if cfg.eval.exhaustive_max_masks < 0:
         raise ValueError(f"eval.exhaustive_max_masks: expected >= 0, got "
                          f"{cfg.eval.exhaustive_max_masks}")

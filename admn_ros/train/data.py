@@ -81,6 +81,8 @@ def iterate_batches(data: Split, batch_size: int, device: torch.device, *, shuff
         yield data.batch(order[i * batch_size:(i + 1) * batch_size], device)
 
 
-def steps_per_epoch(data: Split, batch_size: int, max_steps: int | None = None) -> int:
-    steps = (len(data) // D.world_size()) // batch_size
+def steps_per_epoch(data: Split | int, batch_size: int, max_steps: int | None = None) -> int:
+    """Steps of one epoch over a split (or a split of `data` samples) on this rank."""
+    n = data if isinstance(data, int) else len(data)
+    steps = (n // D.world_size()) // batch_size
     return steps if max_steps is None else min(steps, max_steps)

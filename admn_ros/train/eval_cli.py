@@ -1,4 +1,8 @@
-"""`admn eval --config FILE [--data DIR] [--out DIR] [--weights RUN_DIR]`: Table 1 report."""
+"""`admn eval --config FILE [--data DIR] [--out DIR] [--weights RUN_DIR] [--quick]`: Table 1.
+
+Default: every frame of the test split x the recipe's corruption seeds, paired block-bootstrap
+intervals; `--quick`: a small evenly spaced subset for development (the report says so).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="run folder with admn.pt + controller*.pt (default: the recipe's "
                              "out_dir if trained, else the shipped models/)")
+    parser.add_argument("--quick", action="store_true",
+                        help="evaluate eval.quick_samples frames only (development; the "
+                             "report says it is a subset)")
 
 
 def run(args: argparse.Namespace) -> int:
     from admn_ros.train.config import load_train_config
-    from admn_ros.train.evaluate import evaluate, write_report
+    from admn_ros.train.evaluate import evaluate, summary, write_report
 
     try:
         cfg = load_train_config(args.config)
-        res = evaluate(cfg, args.data, args.weights)
+        res = evaluate(cfg, args.data, args.weights, quick=args.quick)
         paths = write_report(res, args.out or cfg.path(cfg.results_dir))
+        print(summary(res))
     except (ValueError, FileNotFoundError) as exc:
         print(f"admn eval: error: {exc}", file=sys.stderr)
         return 1

@@ -30,22 +30,23 @@ from admn_ros.core.controller import Controller
 from admn_ros.core.cost import CostModel
 from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import add_gaussian_noise, corrupt
-from admn_ros.core.policies import make_policy
+from admn_ros.core.policies import SinglePolicy, make_policy
 from admn_ros.train.allocation_bounds import (
     AllocationScores,
     exhaustive_candidates,
     num_masks,
     split_candidates,
 )
+from admn_ros.train.bootstrap import paired_block_bootstrap, verdict
 from admn_ros.train.config import TrainConfig, default_budgets, validate
-from admn_ros.train.data import load_split
+from admn_ros.train.data import Split, load_split
 from admn_ros.train.evaluate_baselines import (
     baseline_lines,
     evaluate_baselines,
     plot_error_vs_gflops,
 )
 from admn_ros.train.figures import save_figure
-from admn_ros.train.runner import CachingRunner
+from admn_ros.train.runner import CachingRunner, noise_generator
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
 
@@ -61,27 +62,32 @@ class EvalModels:
     ae: dict[int, Controller] = field(default_factory=dict)  # per budget
     ae_universal: Controller | None = None
     source: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # file -> SHA-256 (first 12)
 
 
 def load_models(cfg: TrainConfig, model_cfg: ModelConfig, weights: str | None) -> EvalModels:
     """From the recipe's run folder when it has `admn.pt` (or `weights` = a run folder),
     else the shipped default weights in `models_dir`."""
     from admn_ros.core.checkpoint import load_checkpoint
-    from admn_ros.train.weights import check_compatible, load_default_weights
+    from admn_ros.train.weights import check_compatible, load_default_weights, sha256
 
     run = Path(weights) if weights else cfg.path(cfg.out_dir)
     if (run / "admn.pt").exists():
         model = load_checkpoint(run / "admn.pt", into=ADMN(model_cfg), kind="admn").module
         out = EvalModels(model.eval(), source=str(run))
+        paths = [run / "admn.pt"]
         for p in sorted(run.glob("controller*.pt")):
             c = load_checkpoint(p, kind="controller")
             check_compatible(c.model_config, model_cfg, p)
             _assign(out, p.stem[len("controller"):].lstrip("_"), c.module.eval())
-        return out
-    dw = load_default_weights(cfg.path(cfg.models_dir), cfg.recipe, model_cfg)
-    out = EvalModels(dw.model, source=str(cfg.path(cfg.models_dir)))
-    for key, c in dw.controllers.items():
-        _assign(out, key, c)
+            paths.append(p)
+    else:
+        dw = load_default_weights(cfg.path(cfg.models_dir), cfg.recipe, model_cfg)
+        out = EvalModels(dw.model, source=str(cfg.path(cfg.models_dir)))
+        for key, c in dw.controllers.items():
+            _assign(out, key, c)
+        paths = list(dw.paths.values())
+    out.files = {p.name: sha256(p)[:12] for p in paths}
     return out
 
 
@@ -123,109 +129,254 @@ def check_budget_ranges(models: EvalModels, budgets: list[int]) -> None:
 # --------------------------------------------------------------------------------------------
 def policy_names(model_cfg: ModelConfig) -> list[str]:
     return ["upper_bound", "admn", "admn_universal", "admn_ae", "naive", "random",
-            *[f"single_{m}" for m in model_cfg.modalities]]
+            "best_static", *[f"single_{m}" for m in model_cfg.modalities]]
+
+
+def eval_order(n: int, limit: int | None) -> Tensor:
+    """Indices of `limit` frames evenly spaced over a split of n (all: None or >= n)."""
+    m = n if limit is None else min(n, limit)
+    return torch.linspace(0, n - 1, m).round().long().unique()
+
+
+def check_tuning_split(split: Split) -> None:
+    """Design choices are made on validation data: ValueError for the test split."""
+    if split.name == "test":
+        raise ValueError("tuning on the test split is refused: design choices (the best static "
+                         "allocation, baselines' knobs) are made on eval.tune_split (val)")
+
+
+@torch.no_grad()
+def tune_static(cfg: TrainConfig, model_cfg: ModelConfig, runner: CachingRunner, split: Split,
+                budgets: list[int], families: dict[str, dict[int, list[Tensor]]],
+                progress: bool) -> dict[str, dict[str, dict]]:
+    """The best static allocation per noise setting and budget, chosen on `split` (val):
+    `{kind: {"families": {family: {"<L>": cell}}, "best": {"<L>": cell}}}`, cell =
+    `{"blocks", "val_error_cm", "family", "mask"}`; "best": over every family."""
+    from tqdm import tqdm
+
+    check_tuning_split(split)
+    order = eval_order(len(split), cfg.eval.tune_samples)
+    out: dict[str, dict[str, dict]] = {}
+    for k, kind in enumerate(NOISE_SETTINGS):
+        fams = {n: c for n, c in families.items()
+                if n == "splits" or kind in cfg.eval.exhaustive_noise}
+        scores = {n: AllocationScores(c) for n, c in fams.items()}
+        gen = noise_generator(cfg.eval.noise_seed + TUNE_SEED_OFFSET, k, 0)
+        for i in tqdm(range(0, len(order), cfg.eval.batch_size), desc=f"tune {kind} on "
+                      f"{split.name}", disable=not progress, leave=False):
+            batch = split.batch(order[i:i + cfg.eval.batch_size], torch.device("cpu"))
+            x = corrupt(batch["inputs"], cfg.noise, kind, gen).inputs
+            runner.new_batch()
+            for sc in scores.values():
+                sc.add(runner, x, batch["target"])
+        per_family = {}
+        for name, sc in scores.items():
+            per_family[name] = {}
+            for b, cell in sc.result().items():
+                cand = cell["best_static"]
+                mask = torch.zeros(model_cfg.num_modalities, model_cfg.depth, dtype=torch.bool)
+                for j, blocks in enumerate(cand["blocks"]):
+                    mask[j, blocks] = True
+                per_family[name][b] = {"blocks": cand["blocks"], "family": name,
+                                       "val_error_cm": cand["error_cm"], "mask": mask}
+        best = {}
+        for cells in per_family.values():
+            for b, cell in cells.items():
+                if b not in best or cell["val_error_cm"] < best[b]["val_error_cm"]:
+                    best[b] = cell
+        out[kind] = {"families": per_family, "best": best}
+    return out
 
 
 @torch.no_grad()
 def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
-             weights: str | None = None,
-             progress: bool = True) -> dict:
+             weights: str | None = None, progress: bool = True, quick: bool = False) -> dict:
     """Compute every table; returns the result dict (the schema of the eval JSON in the
-    project's interface spec, plus extras)."""
+    project's interface spec, plus extras). Tables: every frame of `eval.split` (`quick`:
+    `eval.quick_samples` of them) x `eval.noise_repeats` corruption seeds; the best static
+    allocation is chosen on `eval.tune_split`; paired block-bootstrap intervals compare ADMN
+    with every other row."""
     from tqdm import tqdm
 
     model_cfg = cfg.model_config()
     validate(cfg, model_cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    budgets = list(cfg.eval.budgets) or default_budgets(model_cfg.total_blocks)
+    ev = cfg.eval
+    budgets = list(ev.budgets) or default_budgets(model_cfg.total_blocks)
     models = load_models(cfg, model_cfg, weights)
     check_budget_ranges(models, budgets)
     runner = CachingRunner(models.model)
-    split = load_split(cfg.path(data_dir) if data_dir else cfg.path(cfg.data.root),
-                       cfg.eval.split, model_cfg, cfg.data.min_samples)
-    n = len(split) if cfg.eval.max_samples is None else min(len(split), cfg.eval.max_samples)
-    order = torch.linspace(0, len(split) - 1, n).round().long().unique()
+    root = cfg.path(data_dir) if data_dir else cfg.path(cfg.data.root)
+    split = load_split(root, ev.split, model_cfg, cfg.data.min_samples)
+    order = eval_order(len(split), ev.quick_samples if quick else ev.max_samples)
     cost = CostModel(model_cfg)
     m, d = model_cfg.num_modalities, model_cfg.depth
-    single_max = m + d - 1
+    single_max = SinglePolicy(model_cfg, model_cfg.modalities[0]).budget_range[1]
     ctrl_size = model_cfg.controller.img_size
     names = policy_names(model_cfg)
 
-    tables: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    bounds: dict[str, dict[str, dict]] = {}
     splits = {b: split_candidates(m, d, b) for b in budgets}
-    few = [b for b in budgets if cfg.eval.exhaustive_noise
-           and num_masks(m, d, b) <= cfg.eval.exhaustive_max_masks]
-    exhaustive = {b: exhaustive_candidates(m, d, b) for b in few}  # built once for all kinds
+    few = [b for b in budgets if ev.exhaustive_noise
+           and num_masks(m, d, b) <= ev.exhaustive_max_masks]
+    families = {"splits": splits}
+    if few:
+        families["exhaustive"] = {b: exhaustive_candidates(m, d, b) for b in few}
+    tune = load_split(root, ev.tune_split, model_cfg, 1)
+    tuned = tune_static(cfg, model_cfg, runner, tune, budgets, families, progress)
+
+    tables: dict[str, dict[str, dict[str, dict]]] = {}
+    comparisons: dict[str, dict[str, dict]] = {}
+    bounds: dict[str, dict[str, dict]] = {}
     for k, kind in enumerate(NOISE_SETTINGS):
-        gen = torch.Generator().manual_seed(cfg.eval.noise_seed + 1009 * k)
-        rand_policy = make_policy("random", model_cfg, seed=cfg.eval.random_seed)
-        families = {"splits": splits}
-        if kind in cfg.eval.exhaustive_noise and exhaustive:
-            families["exhaustive"] = exhaustive
-        scores = {name: AllocationScores(c) for name, c in families.items()}
-        sums: dict[tuple[str, int], list[float]] = {}  # (policy, L) -> [err sum, flops sum, n]
-        bs = cfg.eval.batch_size
-        batches = range(0, len(order), bs)
-        for i in tqdm(batches, desc=f"eval {kind}", disable=not progress, leave=False):
-            batch = split.batch(order[i:i + bs], torch.device("cpu"))
-            x = corrupt(batch["inputs"], cfg.noise, kind, gen).inputs
-            lowres = downsample(x, ctrl_size)
-            runner.new_batch()
-            target, b = batch["target"], len(batch["target"])
-            for name in names:
-                for budget in budgets:
-                    if name == "upper_bound" and budget != budgets[0]:
-                        continue
-                    if name.startswith("single_") and budget > single_max:
-                        continue
-                    with_ctrl = False
-                    if name in ("admn", "admn_universal", "admn_ae"):
-                        ctrl = controller_for(models, name, budget)
-                        if ctrl is None:
+        fams = {n: c for n, c in families.items()
+                if n == "splits" or kind in ev.exhaustive_noise}
+        scores = {n: AllocationScores(c) for n, c in fams.items()}  # oracle: first seed
+        errs: dict[tuple[str, int], list[list[Tensor]]] = {}  # (policy, L) -> [seed][batch]
+        flops: dict[tuple[str, int], float] = {}
+        for r in range(ev.noise_repeats):
+            gen = noise_generator(ev.noise_seed, k, r)
+            rand_policy = make_policy("random", model_cfg, seed=ev.random_seed + r)
+            for i in tqdm(range(0, len(order), ev.batch_size), desc=f"eval {kind} seed {r}",
+                          disable=not progress, leave=False):
+                batch = split.batch(order[i:i + ev.batch_size], torch.device("cpu"))
+                x = corrupt(batch["inputs"], cfg.noise, kind, gen).inputs
+                lowres = downsample(x, ctrl_size)
+                runner.new_batch()
+                target = batch["target"]
+                for name in names:
+                    for budget in budgets:
+                        mask = policy_mask(name, budget, models, model_cfg, lowres, len(target),
+                                           rand_policy, tuned[kind]["best"], budgets[0],
+                                           single_max)
+                        if mask is None:
                             continue
-                        mask = ctrl(lowres, budget, sample=False).mask.bool()
-                        with_ctrl = True
-                    elif name == "random":
-                        mask = rand_policy(lowres, budget)
-                    elif name.startswith("single_"):
-                        mask = make_policy(f"single:{name[7:]}", model_cfg)(lowres, budget)
-                    else:
-                        mask = make_policy(name, model_cfg)(lowres, budget)
-                    pred = runner(x, mask)
-                    err = (pred.mean - target).norm(dim=-1)
-                    flops = cost.costs(mask, include_controller=with_ctrl)
-                    acc = sums.setdefault((name, budget), [0.0, 0.0, 0])
-                    acc[0] += float(err.sum())
-                    acc[1] += float(flops.sum())
-                    acc[2] += b
-            for sc in scores.values():
-                sc.add(runner, x, target)
-        bounds[kind] = {name: sc.result() for name, sc in scores.items()}
-        table: dict[str, dict[str, dict[str, float]]] = {}
-        for name in names:
-            row = {}
-            for budget in budgets:
-                key = (name, budgets[0] if name == "upper_bound" else budget)
-                if key in sums:
-                    e, f, cnt = sums[key]
-                    row[str(budget)] = {"error_cm": round(e / cnt, 2),
-                                        "gflops": round(f / cnt / 1e9, 3)}
-            if row:
-                table[name] = row
-        tables[kind] = table
+                        err = (runner(x, mask).mean - target).norm(dim=-1)
+                        key = (name, budget)
+                        errs.setdefault(key, [[] for _ in range(ev.noise_repeats)])[r].append(err)
+                        with_ctrl = name in CONTROLLER_ROWS
+                        flops[key] = flops.get(key, 0.0) + float(
+                            cost.costs(mask, include_controller=with_ctrl).sum())
+                if r == 0:
+                    for sc in scores.values():
+                        sc.add(runner, x, target)
+        per_sample = {key: torch.stack([torch.cat(b) for b in seeds])  # [R, N]
+                      for key, seeds in errs.items()}
+        tables[kind] = table_rows(names, budgets, per_sample, flops, ev)
+        comparisons[kind] = compare_rows(per_sample, budgets, models, ev)
+        bounds[kind] = {n: bound_cells(sc, tuned[kind]["families"][n])
+                        for n, sc in scores.items()}
 
     allocation = allocation_sweep(models, cfg, model_cfg, split, order, budgets)
     run_dir = Path(weights) if weights else cfg.path(cfg.out_dir)
     baselines = evaluate_baselines(cfg, model_cfg, split, order, run_dir, NOISE_SETTINGS,
-                                   progress)
+                                   progress, tune_split=tune)
     return {"recipe": cfg.recipe, "total_blocks": model_cfg.total_blocks, "budgets": budgets,
-            "tables": tables, "bounds": bounds, "samples": len(order), "split": cfg.eval.split,
-            "noise_seed": cfg.eval.noise_seed, "noise_levels": dict(cfg.noise.levels),
-            "weights": models.source, "allocation": allocation,
+            "tables": tables, "comparisons": comparisons, "bounds": bounds,
+            "samples": len(order), "split": ev.split, "quick": quick,
+            "tune_split": ev.tune_split, "tune_samples": len(eval_order(len(tune),
+                                                                        ev.tune_samples)),
+            "noise_seed": ev.noise_seed, "noise_repeats": ev.noise_repeats,
+            "bootstrap": {"block": ev.bootstrap_block, "samples": ev.bootstrap_samples,
+                          "level": 0.95},
+            "best_static": {kind: {b: {k2: v for k2, v in cell.items() if k2 != "mask"}
+                                   for b, cell in t["best"].items()}
+                            for kind, t in tuned.items()},
+            "noise_levels": dict(cfg.noise.levels), "weights": models.source,
+            "weight_files": models.files, "allocation": allocation,
             "controller_gflops": round(cost.controller_flops() / 1e9, 4),
             "baselines": baselines}
+
+
+CONTROLLER_ROWS = ("admn", "admn_universal", "admn_ae")
+TUNE_SEED_OFFSET = 50_021  # tuning draws its corruptions from seeds the tables never use
+
+
+def policy_mask(name: str, budget: int, models: EvalModels, model_cfg: ModelConfig,
+                lowres: dict[str, Tensor], batch: int, rand_policy, tuned: dict[str, dict],
+                first_budget: int, single_max: int) -> Tensor | None:
+    """The row's bool mask [B, M, D] at `budget` (None: the row has no cell there)."""
+    if name == "upper_bound":
+        return None if budget != first_budget else \
+            make_policy(name, model_cfg)(lowres, budget)
+    if name.startswith("single_"):
+        return None if budget > single_max else \
+            make_policy(f"single:{name[7:]}", model_cfg)(lowres, budget)
+    if name in CONTROLLER_ROWS:
+        ctrl = controller_for(models, name, budget)
+        return None if ctrl is None else ctrl(lowres, budget, sample=False).mask.bool()
+    if name == "best_static":
+        cell = tuned.get(str(budget))
+        return None if cell is None else cell["mask"].expand(batch, -1, -1)
+    if name == "random":
+        return rand_policy(lowres, budget)
+    return make_policy(name, model_cfg)(lowres, budget)
+
+
+def table_rows(names: list[str], budgets: list[int], per_sample: dict[tuple[str, int], Tensor],
+               flops: dict[tuple[str, int], float], ev) -> dict[str, dict[str, dict]]:
+    """`{policy: {"<L>": {"error_cm", "gflops", "ci95", "seed_error_cm"}}}`; upper_bound is
+    evaluated once and repeated at every budget."""
+    table: dict[str, dict[str, dict]] = {}
+    for name in names:
+        row = {}
+        for budget in budgets:
+            key = (name, budgets[0] if name == "upper_bound" else budget)
+            if key not in per_sample:
+                continue
+            e = per_sample[key]
+            ci = paired_block_bootstrap(e, torch.zeros_like(e), ev.bootstrap_block,
+                                        ev.bootstrap_samples)
+            row[str(budget)] = {"error_cm": round(float(e.mean()), 2),
+                                "gflops": round(flops[key] / e.numel() / 1e9, 3),
+                                "ci95": [round(ci["lo"], 2), round(ci["hi"], 2)],
+                                "seed_error_cm": [round(float(v), 2) for v in e.mean(1)]}
+        if row:
+            table[name] = row
+    return table
+
+
+def admn_row(per_sample: dict[tuple[str, int], Tensor], budget: int) -> str | None:
+    """The ADMN row compared at a budget: per-budget controllers, else the universal one."""
+    for name in ("admn", "admn_universal"):
+        if (name, budget) in per_sample:
+            return name
+    return None
+
+
+def compare_rows(per_sample: dict[tuple[str, int], Tensor], budgets: list[int],
+                 models: EvalModels, ev) -> dict[str, dict]:
+    """`{"<L>": {"reference": row, "<other row>": {"diff_cm", "lo", "hi"}}}`: ADMN's error
+    minus the other row's on the same frames and corruptions (negative: ADMN better), with a
+    paired block-bootstrap 95 % interval."""
+    out: dict[str, dict] = {}
+    for budget in budgets:
+        ref = admn_row(per_sample, budget)
+        if ref is None:
+            continue
+        cell: dict = {"reference": ref}
+        for (name, b), e in per_sample.items():
+            other = b == budget or (name == "upper_bound" and b == budgets[0])
+            if name != ref and other:
+                cell[name] = paired_block_bootstrap(per_sample[(ref, budget)], e,
+                                                    ev.bootstrap_block, ev.bootstrap_samples)
+        out[str(budget)] = cell
+    return out
+
+
+def bound_cells(scores: AllocationScores, tuned: dict[str, dict]) -> dict[str, dict]:
+    """Per budget: the per-sample oracle over the family's candidates (test, first corruption
+    seed) and the family's static mask chosen on val, scored on the same test inputs (the
+    mask best on test itself is kept, labelled in hindsight, for reference)."""
+    out = {}
+    for b, cell in scores.result().items():
+        choice = tuned[b]
+        out[b] = {"masks": cell["masks"], "oracle_cm": cell["oracle_cm"],
+                  "best_static": {"blocks": choice["blocks"], "tuned_on": "val",
+                                  "val_error_cm": choice["val_error_cm"],
+                                  "error_cm": scores.mean_error(int(b), choice["mask"])},
+                  "best_static_in_hindsight": cell["best_static"]}
+    return out
 
 
 @torch.no_grad()
@@ -259,23 +410,57 @@ def allocation_sweep(models: EvalModels, cfg: TrainConfig, model_cfg: ModelConfi
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
+def protocol_text(res: dict) -> str:
+    """One paragraph: what was evaluated, on what, how often, with which intervals."""
+    bs = res.get("bootstrap", {})
+    subset = " (`--quick` subset)" if res.get("quick") else ""
+    return (f"Mean localisation error (cm) / GFLOPs per sample over {res['samples']} frames of "
+            f"the `{res['split']}` split{subset} x {res.get('noise_repeats', 1)} corruption "
+            f"seed(s) (from {res['noise_seed']}); [lo, hi]: 95 % paired block-bootstrap "
+            f"interval (blocks of {bs.get('block', '?')} frames, {bs.get('samples', '?')} "
+            f"resamples). Every choice (the best static allocation, calibrated knobs) was made "
+            f"on the `{res.get('tune_split', '?')}` split ({res.get('tune_samples', '?')} "
+            f"frames), never on the reported one. Weights: `{res['weights']}` ("
+            + ", ".join(f"`{n}` {h}" for n, h in res.get("weight_files", {}).items())
+            + f"). Budgets are active backbone blocks out of {res['total_blocks']}. GFLOPs "
+            f"count backbones + fusion (+ controller, {res['controller_gflops']} GFLOPs, for "
+            "the ADMN rows).")
+
+
+def comparison_lines(res: dict) -> list[str]:
+    """ADMN minus each other row, with its interval and verdict, per noise and budget."""
+    comps = res.get("comparisons") or {}
+    if not comps:
+        return []
+    lines = ["## ADMN against every other row", "",
+             "ADMN's error minus the row's on the same frames and corruptions (negative: ADMN "
+             "better), 95 % paired block-bootstrap interval; *better* / *worse* only when the "
+             "interval excludes 0. ADMN = the per-budget controller (else the universal one).",
+             "", "| noise | L | ADMN row | vs | difference (cm) [95 % CI] | ADMN is |",
+             "|---|---|---|---|---|---|"]
+    for kind, per_budget in comps.items():
+        for b, cell in per_budget.items():
+            for other, ci in cell.items():
+                if other == "reference":
+                    continue
+                lines.append(f"| {kind} | {b} | {cell['reference']} | {other} | "
+                             f"{ci['diff_cm']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}] | "
+                             f"{verdict(ci)} |")
+    return [*lines, ""]
+
+
 def to_markdown(res: dict) -> str:
     budgets, total = res["budgets"], res["total_blocks"]
-    lines = [f"# `{res['recipe']}`: Table 1 (test split)", "",
-             f"Mean localisation error (cm) / GFLOPs per sample, {res['samples']} samples of the "
-             f"`{res['split']}` split, fixed corruption seed {res['noise_seed']}; weights: "
-             f"`{res['weights']}`. Budgets are active backbone blocks out of {total}. GFLOPs "
-             f"count backbones + fusion (+ controller, {res['controller_gflops']} GFLOPs, for "
-             "the ADMN rows).", ""]
+    lines = [f"# `{res['recipe']}`: Table 1 ({res['split']} split)", "", protocol_text(res), ""]
     for kind, table in res["tables"].items():
         lines += [f"## {kind} noise", ""]
         head = "| policy | " + " | ".join(f"L={b} ({b}/{total})" for b in budgets) + " |"
         lines += [head, "|---" * (len(budgets) + 1) + "|"]
         for name, row in table.items():
-            cells = [f"{row[str(b)]['error_cm']:.1f} cm / {row[str(b)]['gflops']:.3f}"
-                     if str(b) in row else "—" for b in budgets]
+            cells = [cell_text(row[str(b)]) if str(b) in row else "—" for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += comparison_lines(res)
     lines += bound_lines(res)
     lines += goal_lines(res)
     alloc = res.get("allocation") or {}
@@ -291,6 +476,13 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def cell_text(cell: dict) -> str:
+    """`30.4 [29.9, 30.9] cm / 0.530`."""
+    ci = cell.get("ci95")
+    band = f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""
+    return f"{cell['error_cm']:.1f}{band} cm / {cell['gflops']:.3f}"
+
+
 def bound_lines(res: dict) -> list[str]:
     """Naive and ADMN against the best static allocation and the per-sample oracle."""
     bounds = res.get("bounds") or {}
@@ -303,23 +495,28 @@ def bound_lines(res: dict) -> list[str]:
                 admn = _cm(table.get("admn", {}).get(b, {}).get("error_cm"))
                 if b not in table.get("admn", {}) and b in table.get("admn_universal", {}):
                     admn = f"{_cm(table['admn_universal'][b]['error_cm'])} (universal)"
-                best = cell["best_static"]
+                best, hind = cell["best_static"], cell.get("best_static_in_hindsight")
+                hind_cell = "—" if hind is None else \
+                    f"{hind['error_cm']:.1f} cm ({_blocks(hind['blocks'], family)})"
                 rows.append(f"| {kind} | {b} | {family} ({cell['masks']}) | {_cm(naive)} | "
                             f"{admn} | {best['error_cm']:.1f} cm "
-                            f"({_blocks(best['blocks'], family)}) | {cell['oracle_cm']:.1f} cm |")
+                            f"({_blocks(best['blocks'], family)}) | {hind_cell} | "
+                            f"{cell['oracle_cm']:.1f} cm |")
     if not rows:
         return []
     return ["## What allocation can gain", "",
             "Candidate allocations run on the same inputs: *splits*, every split of L into "
             "per-modality block counts (every other block first); *exhaustive*, every mask "
-            "with block 0 on (where there are few). *Best static*: the one candidate with the "
-            "lowest mean error on these samples (tuned on them, so optimistic). *Oracle*: per "
-            "sample, the candidate with the lowest error against the ground truth: what "
-            "choosing among the candidates per input could reach at best. Over every mask "
-            "(exhaustive) no controller can beat it; a controller may beat the splits' oracle "
-            "with masks that are not splits.", "",
-            "| noise | L | candidates | naive | ADMN | best static | oracle |", "|---" * 7 + "|",
-            *rows, ""]
+            "with block 0 on (where there are few). *Best static*: the candidate with the "
+            "lowest mean error on the validation split, scored here on test. *In hindsight*: "
+            "the candidate best on these test inputs themselves (optimistic; for reference "
+            "only). *Oracle*: per sample, the candidate with the lowest error against the "
+            "ground truth: what choosing among the candidates per input could reach at best. "
+            "Over every mask (exhaustive) no controller can beat it; a controller may beat the "
+            "splits' oracle with masks that are not splits. Candidates are scored on the first "
+            "corruption seed; naive and ADMN are the tables' means over every seed.", "",
+            "| noise | L | candidates | naive | ADMN | best static (val) | in hindsight | "
+            "oracle |", "|---" * 8 + "|", *rows, ""]
 
 
 def _cm(value: float | None) -> str:
@@ -391,20 +588,26 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
             xs = [b for b in budgets if str(b) in row]
             ys = [row[str(b)]["error_cm"] for b in xs]
             style = "--" if name == "upper_bound" else "-o"
-            ax.plot(xs, ys, style, label=name, markersize=4)
+            bars = [[y - row[str(b)]["ci95"][0] for b, y in zip(xs, ys, strict=True)],
+                    [row[str(b)]["ci95"][1] - y for b, y in zip(xs, ys, strict=True)]] \
+                if all("ci95" in row[str(b)] for b in xs) else None
+            ax.errorbar(xs, ys, yerr=bars, fmt=style, label=name, markersize=4, capsize=2)
         splits = res.get("bounds", {}).get(kind, {}).get("splits", {})
         xs = [b for b in budgets if str(b) in splits]
         if xs:
             ax.plot(xs, [splits[str(b)]["best_static"]["error_cm"] for b in xs], ":",
                     label="best static split")
             ax.plot(xs, [splits[str(b)]["oracle_cm"] for b in xs], ":", label="split oracle")
-        ax.set_title(f"{kind} noise")
+        ax.set_title(f"{kind} noise (95 % CI)")
         ax.set_xlabel(f"budget L (blocks of {res['total_blocks']})")
         ax.set_ylabel("mean error (cm)")
         ax.set_xticks(budgets)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     paths.append(save_figure(fig, out_dir / f"{recipe}_error_vs_budget.png"))
+    comp = plot_comparisons(res, out_dir)
+    if comp is not None:
+        paths.append(comp)
 
     alloc = res.get("allocation") or {}
     if alloc:
@@ -422,6 +625,49 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
         axes[0][0].legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / f"{recipe}_allocation.png"))
     return paths
+
+
+def plot_comparisons(res: dict, out_dir: Path) -> Path | None:
+    """ADMN minus each other row (cm) with its 95 % interval, one panel per noise setting."""
+    comps = res.get("comparisons") or {}
+    if not comps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(comps)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        others = sorted({o for cell in comps[kind].values() for o in cell if o != "reference"})
+        for j, other in enumerate(others):
+            xs, ys, lo, hi = [], [], [], []
+            for b, cell in comps[kind].items():
+                if other in cell:
+                    ci = cell[other]
+                    xs.append(int(b) + 0.12 * (j - len(others) / 2))
+                    ys.append(ci["diff_cm"])
+                    lo.append(ci["diff_cm"] - ci["lo"])
+                    hi.append(ci["hi"] - ci["diff_cm"])
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", markersize=3, capsize=2, label=other)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_title(f"{kind} noise: ADMN minus row (95 % CI)")
+        ax.set_xlabel("budget L")
+        ax.set_ylabel("error difference (cm); < 0: ADMN better")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6)
+    return save_figure(fig, out_dir / f"{res['recipe']}_comparisons.png")
+
+
+def summary(res: dict) -> str:
+    """What `admn eval` evaluated, printed before the report paths."""
+    files = ", ".join(f"{n} ({h})" for n, h in res.get("weight_files", {}).items())
+    return (f"[eval] evaluated {res['weights']}: {files}\n"
+            f"[eval] on {res['samples']} frames of the '{res['split']}' split"
+            f"{' (--quick subset)' if res.get('quick') else ''} x {res['noise_repeats']} "
+            f"corruption seeds, budgets {res['budgets']}, noise {list(res['tables'])}; "
+            f"choices tuned on {res['tune_samples']} frames of '{res['tune_split']}'")
 
 
 def write_report(res: dict, out_dir: str | Path) -> list[Path]:

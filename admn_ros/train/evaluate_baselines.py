@@ -6,7 +6,7 @@ GFLOPs per sample (the method's own `flops`, counted with the core CostModel par
 navigator / every evaluated exit included) and the wall-clock latency per sample (ms, the
 method's eval forward on the eval batches, divided by the batch size). Optionally
 (`eval.<method>.budgets`) the knob is calibrated with `knob_for_budget` to ADMN's GFLOPs at a
-budget L (naive-mask cost + controller) on the evaluated samples themselves.
+budget L (naive-mask cost + controller) on the validation split, then run on the test split.
 
 Each noise setting uses the same fixed corruption seed and batch order as the Table-1 loop,
 so the methods see the very same corrupted inputs as the ADMN rows. A method whose checkpoint
@@ -38,6 +38,7 @@ from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import make_policy
 from admn_ros.train.config import BASELINE_STAGES, KNOBS, BaselineEval, TrainConfig
 from admn_ros.train.figures import save_figure
+from admn_ros.train.runner import noise_generator
 
 METHOD_LABELS = {"dynmm": "DynMM", "mmexit": "MMExit", "m2sn": "M2SN"}
 # ADMN rows a baseline point is compared with, in order of preference per budget
@@ -48,7 +49,7 @@ def noisy_batches(cfg: TrainConfig, model_cfg: ModelConfig, split, order: Tensor
                   kind_index: int, kind: str) -> Iterator[tuple[dict, dict, Tensor]]:
     """(inputs, lowres, target) per eval batch, corrupted exactly as in the Table-1 loop
     (same seed per noise setting, same batches in the same order)."""
-    gen = torch.Generator().manual_seed(cfg.eval.noise_seed + 1009 * kind_index)
+    gen = noise_generator(cfg.eval.noise_seed, kind_index, 0)
     bs = cfg.eval.batch_size
     for i in range(0, len(order), bs):
         batch = split.batch(order[i:i + bs], torch.device("cpu"))
@@ -120,8 +121,10 @@ def admn_budget_flops(model_cfg: ModelConfig, lowres: dict[str, Tensor], budget:
 
 def evaluate_baselines(cfg: TrainConfig, model_cfg: ModelConfig, split, order: Tensor,
                        run_dir: Path, noise_settings: tuple[str, ...],
-                       progress: bool = True) -> dict:
-    """{noise: {method: [point, ...]}} for every method with a sweep and a checkpoint."""
+                       progress: bool = True, tune_split=None) -> dict:
+    """{noise: {method: [point, ...]}} for every method with a sweep and a checkpoint. Knobs
+    calibrated to ADMN budgets are found on `tune_split` (val; required for `budgets`) and
+    then run on `split`."""
     from tqdm import tqdm
 
     methods = {}
@@ -149,7 +152,13 @@ def evaluate_baselines(cfg: TrainConfig, model_cfg: ModelConfig, split, order: T
                       for knob in tqdm(ev.sweep, desc=f"eval {kind} {method}",
                                        disable=not progress, leave=False)]
             if ev.budgets:
-                held = list(batches())
+                if tune_split is None or tune_split.name == "test":
+                    raise ValueError(f"eval.{method}.budgets: expected the knob calibrated on "
+                                     f"a validation split, got "
+                                     f"{getattr(tune_split, 'name', None)!r}")
+                tune_order = torch.arange(len(tune_split))[:cfg.eval.tune_samples]
+                held = list(noisy_batches(cfg, model_cfg, tune_split, tune_order, k, kind))
+                test_batches = list(batches())
                 for b in ev.budgets:
                     target = admn_budget_flops(model_cfg, held[0][1], b)
                     try:
@@ -157,7 +166,8 @@ def evaluate_baselines(cfg: TrainConfig, model_cfg: ModelConfig, split, order: T
                     except ValueError as exc:
                         raise ValueError(f"eval.{method}.budgets: L={b} "
                                          f"({target / 1e9:.4g} GFLOPs): {exc}") from None
-                    points.append(dict(run_point(module, method, held, knob), budget=b))
+                    points.append(dict(run_point(module, method, test_batches, knob),
+                                       budget=b, knob_tuned_on=tune_split.name))
             out[kind][method] = points
     return out
 

@@ -34,6 +34,7 @@ from admn_ros.train.config import (
 from admn_ros.train.data import Split, iterate_batches, load_split, steps_per_epoch
 from admn_ros.train.engine import NonFiniteLossError, lr_lambda, train_one_epoch
 from admn_ros.train.metrics import MetricWriter
+from admn_ros.train.provenance import provenance
 from admn_ros.train.state import atomic_save, load_training_state, rng_state, set_rng_state
 from admn_ros.train.tasks import (
     BackboneTask,
@@ -161,6 +162,19 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> list[Job]:
     return jobs
 
 
+def head_only_epochs(st: StageConfig, task_name: str) -> int:
+    """Controller warm-up epochs (noise / AE head only): own step cap, base lr, no schedule."""
+    return st.warmup_noise_epochs if task_name.startswith("controller") else 0
+
+
+def epoch_plan(st: StageConfig, n_train: int, task_name: str) -> list[int]:
+    """Steps of each epoch of a job: the recipe's amount of training, whatever the machine."""
+    head_only = head_only_epochs(st, task_name)
+    return [steps_per_epoch(n_train, st.batch_size,
+                            st.max_warmup_steps if e < head_only else st.max_steps_per_epoch)
+            for e in range(st.epochs)]
+
+
 # --------------------------------------------------------------------------------------------
 # validation (main rank, a fixed subset with fixed corruptions)
 # --------------------------------------------------------------------------------------------
@@ -205,7 +219,11 @@ def validate_task(task, val: Split, st: StageConfig, cfg: TrainConfig,
 # one job: build, resume, loop over epochs, checkpoint, export
 # --------------------------------------------------------------------------------------------
 def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Split,
-            device: torch.device, resume: bool, stop_after_epochs: int | None) -> Path | None:
+            device: torch.device, resume: bool, stop_after_epochs: int | None,
+            time_budget_min: float | None = None) -> Path | None:
+    """Train one job for exactly the recipe's steps (epochs x steps per epoch); with
+    `time_budget_min` (the explicit `--time-budget` option) it may stop earlier, and then says so
+    in the log, its metrics and its checkpoint's meta (`stopped at step N of M`)."""
     run_dir = cfg.path(cfg.out_dir) / job.name
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed + D.rank())
@@ -217,29 +235,24 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     export_cfg = getattr(task, "export_config", None) or export.cfg  # its ModelConfig
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=st.lr, weight_decay=st.weight_decay)
-    # controller warm-up epochs (noise / AE head only): own step cap, base lr, no schedule
-    head_only = st.warmup_noise_epochs if task.name.startswith("controller") else 0
+    head_only = head_only_epochs(st, task.name)
+    plan_steps = epoch_plan(st, len(train), task.name)
 
-    def epoch_steps(epoch: int) -> int:
-        warm = epoch < head_only
-        return steps_per_epoch(train, st.batch_size,
-                               st.max_warmup_steps if warm else st.max_steps_per_epoch)
-
-    steps = epoch_steps(st.epochs)
+    steps = steps_per_epoch(train, st.batch_size, st.max_steps_per_epoch)
     if steps == 0:
         raise ValueError(f"split 'train': expected at least batch_size x ranks = "
                          f"{st.batch_size * D.world_size()} samples, got {len(train)}")
+    planned = sum(plan_steps)  # the recipe's amount of training
     clock = {"start": time.time()}
 
     def time_fraction() -> float:  # share of the wall-clock budget spent (resume-aware)
-        return (time.time() - clock["start"]) / (60.0 * st.time_budget_min)
+        return (time.time() - clock["start"]) / (60.0 * time_budget_min)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(sum(epoch_steps(e) for e in range(st.epochs)),
-                             int(st.warmup_epochs * steps), st.schedule,
-                             time_fraction if st.time_budget_min else None,
-                             hold_steps=sum(epoch_steps(e) for e in range(head_only))))
-    out_of_time = (lambda: time_fraction() >= 1.0) if st.time_budget_min else None
+        optimizer, lr_lambda(planned, int(st.warmup_epochs * steps), st.schedule,
+                             time_fraction if time_budget_min else None,
+                             hold_steps=sum(plan_steps[:head_only])))
+    out_of_time = (lambda: time_fraction() >= 1.0) if time_budget_min else None
     start_epoch, step, history = 0, 0, []
     if resume and ckpt_path.exists():
         state = load_training_state(ckpt_path)
@@ -270,18 +283,20 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
     for epoch in range(start_epoch, st.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + D.rank() * 104729 + epoch)
         batches = iterate_batches(train, st.batch_size, device, shuffle=True, seed=cfg.seed,
-                                  epoch=epoch, max_steps=epoch_steps(epoch))
+                                  epoch=epoch, max_steps=plan_steps[epoch])
         try:
             metrics, step = train_one_epoch(
-                task, task.module, batches, epoch_steps(epoch), optimizer, scheduler, epoch,
+                task, task.module, batches, plan_steps[epoch], optimizer, scheduler, epoch,
                 step, gen, st.grad_clip, desc=f"{job.name} {epoch + 1}/{st.epochs}",
                 out_of_time=out_of_time)
         except NonFiniteLossError as exc:
             kept = ckpt_path if ckpt_path.exists() else "none yet"
             raise NonFiniteLossError(f"{exc}; stopped, last good checkpoint kept: {kept}") from None
-        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.time() - clock["start"], 1), **metrics}
-        spent = out_of_time is not None and out_of_time()
+        spent = out_of_time is not None and out_of_time() and step < planned
+        row = {"epoch": epoch, "step": step, "steps_planned": planned,
+               "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.time() - clock["start"], 1), **metrics,
+               "stopped_early": int(spent)}
         if D.is_main():
             row.update(validate_task(task, val, st, cfg, device))
             history.append(row)
@@ -304,15 +319,23 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
             writer.close()
             return None  # simulated interruption (tests)
         if D.any_rank(spent):
-            if D.is_main():
-                print(f"[train] {job.name}: time budget of {st.time_budget_min} min spent "
-                      f"after epoch {epoch + 1}, step {step}", flush=True)
             break
     writer.close()
     check_ranks_agree(export, job.name)
     if D.is_main():
+        stopped = step < planned
+        if stopped:
+            print(f"[train] *** {job.name}: STOPPED EARLY at step {step} of {planned} "
+                  f"({100 * step / planned:.0f} %): --time-budget {time_budget_min:g} min spent. "
+                  f"These weights are NOT what the recipe trains; run without --time-budget "
+                  f"for the recipe's result. ***", flush=True)
         meta = {"job": job.name, "stage": task.name, "recipe": cfg.recipe, "seed": cfg.seed,
-                "epochs": st.epochs, "step": step,
+                "epochs": st.epochs, "step": step, "steps_planned": planned,
+                "stopped_early": stopped,
+                **({"stopped": f"stopped at step {step} of {planned} (time budget "
+                               f"{time_budget_min:g} min)"} if stopped else {}),
+                "time_budget_min": time_budget_min,
+                "provenance": provenance(time.time() - clock["start"]),
                 "metrics": {k: v for k, v in (history[-1] if history else {}).items()
                             if isinstance(v, int | float)}}
         if hasattr(task, "budget"):
@@ -347,9 +370,13 @@ def check_ranks_agree(module: torch.nn.Module, name: str) -> None:
 
 
 def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,
-              stop_after_epochs: int | None = None, jobs: list[str] | None = None
-              ) -> list[Path]:
-    """Run one stage of a recipe; returns the outputs written (or found finished)."""
+              stop_after_epochs: int | None = None, jobs: list[str] | None = None,
+              time_budget_min: float | None = None) -> list[Path]:
+    """Run one stage of a recipe; returns the outputs written (or found finished).
+    `time_budget_min`: wall-clock cap of each job (quick experiments; the run then records that
+    it stopped early)."""
+    if time_budget_min is not None and not time_budget_min > 0:
+        raise ValueError(f"--time-budget: expected minutes > 0, got {time_budget_min}")
     model_cfg = cfg.model_config()
     validate(cfg, model_cfg)
     st = cfg.stage(stage)
@@ -367,7 +394,8 @@ def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,
     for job in plan(cfg, stage, model_cfg):
         if jobs and job.name not in jobs:
             continue
-        out = run_job(job, cfg, st, train, val, device, resume, stop_after_epochs)
+        out = run_job(job, cfg, st, train, val, device, resume, stop_after_epochs,
+                      time_budget_min)
         if out is not None:
             outputs.append(out)
     return outputs

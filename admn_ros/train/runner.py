@@ -51,3 +51,9 @@ class CachingRunner:
                 out[idx] = store[idx]
             feats[m] = out
         return self.model.fuse(feats)
+
+
+def noise_generator(seed: int, kind_index: int, repeat: int) -> torch.Generator:
+    """The corruption draws of one noise setting and repeat: every policy row (and the
+    competing methods, on repeat 0) sees the same corrupted inputs."""
+    return torch.Generator().manual_seed(seed + 1009 * kind_index + 7919 * repeat)

@@ -60,13 +60,20 @@ def sha256(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------
-def export(cfg: TrainConfig) -> list[Path]:
-    """Copy a finished run's outputs to `models_dir` as float16 files + SHA256SUMS."""
+def export(cfg: TrainConfig, only: list[str] | None = None) -> list[Path]:
+    """Copy a finished run's outputs to `models_dir` as float16 files + SHA256SUMS (all the
+    run's outputs, or `only` these run names, e.g. a retrained `controller_universal`)."""
     run = cfg.path(cfg.out_dir)
     dest = cfg.path(cfg.models_dir)
     dest.mkdir(parents=True, exist_ok=True)
     sources = sorted(p for p in run.glob("*.pt") if RUN_NAMES.match(p.name))
-    if not any(p.name == "admn.pt" for p in sources):
+    if only:
+        missing = [n for n in only if not (run / f"{n}.pt").is_file() or not RUN_NAMES.match(
+            f"{n}.pt")]
+        if missing:
+            raise ValueError(f"--only: expected run outputs in {run}, missing {missing}")
+        sources = [p for p in sources if p.stem in only]
+    elif not any(p.name == "admn.pt" for p in sources):
         raise ValueError(f"{run}/admn.pt: expected the backbone stage's output; "
                          f"run the recipe's stages first")
     written = []
@@ -260,7 +267,8 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
             continue
         meta = raw.get("meta", {})
         lines.append(f"  - `{name}` ({size:.2f} MB): {meta.get('stage', '?')}"
-                     + (f", budget {meta['budget']}" if "budget" in meta else ""))
+                     + (f", budget {meta['budget']}" if "budget" in meta else "")
+                     + f"; {training_line(meta)}")
     lines += [
         "",
         "## How it was trained",
@@ -272,7 +280,8 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"- Seed {cfg.seed}. Stage 0 (MAE pretraining) "
         + ("skipped (epochs 0): backbones trained from scratch in stage 1."
            if cfg.mae.epochs == 0 else f"{cfg.mae.epochs} epochs."),
-        f"- Stage 1 (backbone + fusion): at most {cfg.backbone.epochs} epochs, batch "
+        f"- Stage 1 (backbone + fusion): {cfg.backbone.epochs} epochs of at most "
+        f"{cfg.backbone.max_steps_per_epoch or 'all'} steps, batch "
         f"{cfg.backbone.batch_size}, AdamW {cfg.backbone.lr:g} (weight decay "
         f"{cfg.backbone.weight_decay:g}), RGB brightness jitter {cfg.backbone.rgb_jitter:g}, "
         f"LayerDrop "
@@ -281,7 +290,8 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"{cfg.backbone.clean_epochs} clean epoch(s) (kinds {cfg.backbone.noise_kinds}).",
         f"- Stage 2 (controllers, backbones frozen): budgets {cfg.controller.budgets}"
         + (f" + universal {cfg.controller.universal_range}" if cfg.controller.universal else "")
-        + f"; {cfg.controller.epochs} epochs (first: noise head only, at most "
+        + f"; {cfg.controller.epochs} epochs (first {cfg.controller.warmup_noise_epochs}: noise "
+        "head only, at most "
         f"{cfg.controller.max_warmup_steps} steps; then at most "
         f"{cfg.controller.max_steps_per_epoch} steps/epoch), batch {cfg.controller.batch_size}, "
         f"AdamW {cfg.controller.lr:g}, Gumbel top-L straight-through, noise-sigma L1 "
@@ -295,11 +305,11 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     if train_seconds:
         lines.append(f"- Wall time of `make train` on this machine: {train_seconds / 60:.1f} min "
                      "(2 shared CPU cores).")
-    if any(st.time_budget_min for st in (cfg.backbone, cfg.controller, cfg.controller_ae)):
-        lines.append("- Jobs with `time_budget_min` stop when their wall-clock budget is spent "
-                     "(the learning-rate schedule follows max(step, time) progress), so the "
-                     "number of steps, and the weights, depend on the machine's speed; the "
-                     "steps actually run are in each file's `meta`.")
+    lines.append("- Every stage trains the recipe's number of steps (epochs x steps per "
+                 "epoch), the same on any machine; the steps, seed, machine, thread count, torch "
+                 "version and wall time of each file are listed above (from its `meta`). A file "
+                 "marked **stopped early** came from a run capped by `--time-budget` and is not "
+                 "what the recipe trains. Determinism to expect: docs/ARCHITECTURE.md.")
     lines += ["", "## Evaluation (test split)", ""]
     if table_md.exists():
         body = table_md.read_text(encoding="utf-8").split("\n", 1)[1]
@@ -316,17 +326,41 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     return path
 
 
+def training_line(meta: dict) -> str:
+    """`3000 of 3000 steps, seed 0, <cpu>, 2 threads, torch 2.x, 41.2 min` from a file's meta
+    (older files without provenance: the steps only)."""
+    step, planned = meta.get("step"), meta.get("steps_planned")
+    if step is None:
+        return "steps unknown"
+    parts = [f"{step} of {planned} steps" if planned else
+             f"{step} steps (no step plan recorded: trained under the former recipe, which "
+             f"capped each job by wall clock)"]
+    if meta.get("stopped_early"):
+        parts[0] = f"**stopped early**: {meta.get('stopped', parts[0])}"
+    if "seed" in meta:
+        parts.append(f"seed {meta['seed']}")
+    prov = meta.get("provenance") or {}
+    if prov:
+        parts += [prov.get("gpu") or prov.get("machine", "?"), f"{prov.get('threads')} threads",
+                  f"torch {prov.get('torch')}"]
+        if "wall_s" in prov:
+            parts.append(f"{prov['wall_s'] / 60:.1f} min")
+    return ", ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m admn_ros.train.weights",
                                      description="export default weights / write the model card")
     parser.add_argument("action", choices=["export", "card"])
     parser.add_argument("--config", required=True)
     parser.add_argument("--train-seconds", type=int, default=None)
+    parser.add_argument("--only", nargs="*", metavar="RUN_NAME",
+                        help="export only these run outputs (e.g. controller_universal)")
     args = parser.parse_args(argv)
     try:
         cfg = load_train_config(args.config)
         if args.action == "export":
-            for p in export(cfg):
+            for p in export(cfg, args.only):
                 print(f"[weights] wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")
         else:
             print(f"[weights] wrote {write_card(cfg, args.train_seconds)}")

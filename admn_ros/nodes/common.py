@@ -26,6 +26,8 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from admn_ros.nodes.arrival import status_of
+
 NS = 1_000_000_000
 SPIN_POLL_S = 0.1  # longest wait in the spin loop: how soon a node notices SIGINT
 
@@ -164,22 +166,25 @@ def steady_timer(node, period_s: float, callback: Callable[[], None]):
 class Diagnostics:
     """A node's cumulative counters on /diagnostics: every `period_s` (steady clock), on
     demand, and once more at shutdown (`final`), so a listener always ends with the totals.
-    Values are `key=value` strings; `dropped.<reason>` counts make the level WARN."""
+    Values are `key=value` strings; level and message agree (`arrival.status_of`): WARN
+    names the drop reasons that grew since the previous report, ERROR says what is wrong."""
 
     def __init__(self, node, title: str, values: Callable[[], dict[str, Any]],
                  period_s: float) -> None:
         self.node, self.title, self.values = node, title, values
+        self.previous: dict[str, Any] | None = None
         self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         steady_timer(node, period_s, self.publish)
 
     def publish(self) -> None:
         values = self.values()
-        dropped = any(v for k, v in values.items() if k.startswith("dropped."))
+        level, message = status_of(values, self.previous)
+        self.previous = values
         arr = DiagnosticArray()
         arr.header.stamp = self.node.get_clock().now().to_msg()
         arr.status = [diagnostic(f"{self.node.get_name()}: {self.title}",
                                  self.node.get_fully_qualified_name(), values,
-                                 level=1 if dropped else 0)]
+                                 level=level, message=message)]
         self.pub.publish(arr)
 
     def final(self, timeout_s: float = 2.0) -> None:

@@ -22,7 +22,6 @@ from admn_ros.nodes.common import (
     spin_main,
     to_stamp,
 )
-from admn_ros.nodes.images import InputError
 from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
 from admn_ros.nodes.samples import sample_inputs
 from admn_ros.nodes.sensors import SENSOR_PARAMS, SensorInputs
@@ -103,9 +102,6 @@ class ControllerNode(Node):
         try:
             inputs = sample_inputs(sample, self.allocator.cfg.modalities, self.inputs.nodes,
                                    self.pre)
-        except InputError as exc:
-            self.drops(exc.reason, str(exc))
-            return
         except ValueError as exc:
             self.drops("bad_input", str(exc))
             return
@@ -119,8 +115,7 @@ class ControllerNode(Node):
         self.stats["allocations"] += 1
 
     def diagnostic_values(self) -> dict:
-        return {**self.stats, "budget": self.layers, "received": self.inputs.received,
-                "held": len(self.inputs.sync.held),
+        return {**self.stats, "budget": self.layers, **self.inputs.values(),
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 
 

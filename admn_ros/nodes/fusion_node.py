@@ -33,7 +33,6 @@ from admn_ros.nodes.common import (
     stamp_ns,
     to_stamp,
 )
-from admn_ros.nodes.images import InputError
 from admn_ros.nodes.localise import (
     CM,
     Estimate,
@@ -44,7 +43,13 @@ from admn_ros.nodes.localise import (
 )
 from admn_ros.nodes.models import load_admn
 from admn_ros.nodes.samples import StampedBuffer, sample_inputs
-from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
+from admn_ros.nodes.sensors import (
+    SENSOR_PARAMS,
+    SLOW_MODALITIES,
+    make_arrivals,
+    sensor_keys,
+    subscribe_sensors,
+)
 from admn_ros.nodes.sync import SyncedSample
 
 PARAMS = {
@@ -83,8 +88,9 @@ class FusionNode(Node):
         self.keys = sensor_keys(self, model.cfg.modalities)
         self.frames = StampedBuffer(self.keys, SLOW_MODALITIES, int(self.p["sync_slop_s"] * NS),
                                     int(self.p["radar_max_age_s"] * NS),
-                                    int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"])
-        self.received = 0
+                                    int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"],
+                                    int(self.p["stamp_tolerance_s"] * NS),
+                                    self.p["stamp_jump_topics"])
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()
         self.path.header.frame_id = self.p["frame_id"]
@@ -94,7 +100,8 @@ class FusionNode(Node):
         self.create_subscription(LayerAllocation, "/admn/allocation", self.on_allocation,
                                  RELIABLE_QOS)
         self.create_subscription(PoseStamped, "/mocap/car/pose", self.on_truth, SENSOR_QOS)
-        self.subs = subscribe_sensors(self, self.keys, self.on_frame)
+        self.arrivals = make_arrivals(self, self.keys, self.drops)
+        self.subs = subscribe_sensors(self, self.keys, self.on_frame, self.arrivals)
         self.jobs: queue.Queue[tuple[int, SyncedSample, LayerAllocation] | None] = queue.Queue()
         self.worker = threading.Thread(target=self.work, daemon=True)
         self.worker.start()
@@ -102,10 +109,9 @@ class FusionNode(Node):
                                        self.p["diagnostics_period_s"])
 
     # ---------------------------------------------------------------- callbacks
-    def on_frame(self, key: tuple[str, str], msg) -> None:
-        self.received += 1
-        if not self.frames.add(key, stamp_ns(msg.header.stamp), msg):
-            self.drops("clock_backwards", "sensor stamps jumped back; buffers cleared")
+    def on_frame(self, key: tuple[str, str], stamp: int, frame) -> None:
+        if (verdict := self.frames.add(key, stamp, frame)) is not None:
+            self.drops(verdict, "sensor stamp out of order (clock_backwards: buffers cleared)")
         if self.waiting:
             self.run_ready()
 
@@ -153,8 +159,6 @@ class FusionNode(Node):
         try:
             inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.pre)
             return self.localiser(inputs, active)
-        except InputError as exc:
-            self.drops(exc.reason, str(exc))
         except (ValueError, RuntimeError) as exc:
             self.drops("model_error", str(exc))
         return None
@@ -206,7 +210,7 @@ class FusionNode(Node):
     def diagnostic_values(self) -> dict:
         """Totals for `admn run` and live monitoring (latencies: the last 200 poses)."""
         lat = list(self.latency_ms)
-        return {"received": self.received, "poses": self.poses,
+        return {"poses": self.poses, **self.arrivals.values(),
                 "waiting": len(self.waiting) + self.jobs.qsize(),
                 "backbone_ms_p50": round(percentile(self.backbone_ms, 50), 3),
                 "latency_ms_p50": round(percentile(lat, 50), 2),

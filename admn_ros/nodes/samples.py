@@ -1,4 +1,6 @@
-"""From synchronised sensor messages to model inputs, and exact-stamp pairing; no ROS here."""
+"""From synchronised sensor frames to model inputs, and exact-stamp pairing; no ROS here.
+
+The frames are the arrays `arrival.Arrivals` decoded and checked when they arrived."""
 
 from __future__ import annotations
 
@@ -10,17 +12,16 @@ import torch
 from torch import Tensor
 
 from admn_ros.data.preprocess import Preprocess
-from admn_ros.nodes.images import decode
-from admn_ros.nodes.sync import LatestWithin, SyncedSample
+from admn_ros.nodes.sync import CLOCK_JUMP, LatestWithin, StampGuard, SyncedSample
 
 
 def sample_inputs(sample: SyncedSample, modalities: list[str], nodes: list[str],
                   pre: Preprocess) -> dict[str, Tensor]:
-    """Decode + normalise every (node, modality): `{m: [1, S, C, s, s]}` float32.
-    Raises `images.InputError` (with a drop reason) or ValueError from Preprocess."""
+    """Normalise every decoded (node, modality) frame: `{m: [1, S, C, s, s]}` float32.
+    Raises ValueError from Preprocess."""
     out = {}
     for m in modalities:
-        views = [pre.numpy(m, decode(m, sample.msgs[(n, m)])) for n in nodes]
+        views = [pre.numpy(m, sample.msgs[(n, m)]) for n in nodes]
         out[m] = torch.from_numpy(np.stack(views))[None]
     return out
 
@@ -36,34 +37,36 @@ class StampedBuffer:
     """
 
     def __init__(self, keys: list[tuple[str, str]], slow: tuple[str, ...], slop_ns: int,
-                 max_age_ns: int, min_period_ns: int, keep: int = 30) -> None:
+                 max_age_ns: int, min_period_ns: int, keep: int = 30,
+                 ahead_ns: int = 5 * 1_000_000_000, jump_topics: int = 2) -> None:
         self.keys, self.slop_ns = list(keys), slop_ns
         self.frames: dict[tuple[str, str], OrderedDict[int, Any]] = {
             k: OrderedDict() for k in keys if k[1] not in slow}
         self.slow = {k: LatestWithin(max_age_ns, slop_ns, min_period_ns, keep) for k in keys
                      if k[1] in slow}
+        self.guard = StampGuard(ahead_ns, jump_topics)  # the controller's `SampleSync` rule
         self.keep = keep
         self.now_ns = 0  # newest camera stamp
 
-    def add(self, key: tuple[str, str], stamp: int, msg: Any) -> bool:
-        """Store; returns False (and starts over) when the clock went backwards."""
+    def add(self, key: tuple[str, str], stamp: int, msg: Any) -> str | None:
+        """Store; returns None, or why the frame was not stored (`bad_stamp`: an outlier)
+        or what it did (`clock_backwards`: the clock jumped back, the buffers start over)."""
+        verdict = self.guard.check(key, stamp)
+        if verdict == CLOCK_JUMP:
+            self.clear()
+        elif verdict is not None:
+            return verdict
         if key in self.slow:
-            if self.slow[key].add(stamp, msg):
-                return True
-            self.clear()
             self.slow[key].add(stamp, msg)
-            return False
+            return verdict
         buf = self.frames[key]
-        if buf and stamp < next(reversed(buf)):
-            self.clear()
-            buf[stamp] = msg
-            self.now_ns = stamp
-            return False
+        while buf and next(reversed(buf)) > stamp:  # an outlier it stepped back from
+            buf.popitem()
         buf[stamp] = msg
         self.now_ns = max(self.now_ns, stamp)
         while len(buf) > self.keep:
             buf.popitem(last=False)
-        return True
+        return verdict
 
     def clear(self) -> None:
         for b in self.frames.values():

@@ -110,8 +110,8 @@ class FusionNode(Node):
 
     # ---------------------------------------------------------------- callbacks
     def on_frame(self, key: tuple[str, str], stamp: int, frame) -> None:
-        if (verdict := self.frames.add(key, stamp, frame)) is not None:
-            self.drops(verdict, "sensor stamp out of order (clock_backwards: buffers cleared)")
+        for event in self.frames.add(key, stamp, frame):
+            self.drops(event, "sensor stamps out of order (clock_backwards: buffers cleared)")
         if self.waiting:
             self.run_ready()
 

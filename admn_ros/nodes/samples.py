@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from admn_ros.data.preprocess import Preprocess
-from admn_ros.nodes.sync import CLOCK_JUMP, LatestWithin, StampGuard, SyncedSample
+from admn_ros.nodes.sync import ADD, CLOCK_JUMP, LatestWithin, StampGuard, SyncedSample
 
 
 def sample_inputs(sample: SyncedSample, modalities: list[str], nodes: list[str],
@@ -48,17 +48,24 @@ class StampedBuffer:
         self.keep = keep
         self.now_ns = 0  # newest camera stamp
 
-    def add(self, key: tuple[str, str], stamp: int, msg: Any) -> str | None:
-        """Store; returns None, or why the frame was not stored (`bad_stamp`: an outlier)
-        or what it did (`clock_backwards`: the clock jumped back, the buffers start over)."""
-        verdict = self.guard.check(key, stamp)
-        if verdict == CLOCK_JUMP:
-            self.clear()
-        elif verdict is not None:
-            return verdict
+    def add(self, key: tuple[str, str], stamp: int, msg: Any) -> list[str]:
+        """Store (the controller's `StampGuard` rule); returns what else happened:
+        `bad_stamp` per outlier frame rejected, `clock_backwards` when the clock jumped back
+        and the buffers started over."""
+        events = []
+        for event in self.guard.check(key, stamp, msg):
+            if event[0] == ADD:
+                self._store(*event[1:])
+            else:
+                events.append(event[0])
+                if event[0] == CLOCK_JUMP:
+                    self.clear()
+        return events
+
+    def _store(self, key: tuple[str, str], stamp: int, msg: Any) -> None:
         if key in self.slow:
             self.slow[key].add(stamp, msg)
-            return verdict
+            return
         buf = self.frames[key]
         while buf and next(reversed(buf)) > stamp:  # an outlier it stepped back from
             buf.popitem()
@@ -66,7 +73,6 @@ class StampedBuffer:
         self.now_ns = max(self.now_ns, stamp)
         while len(buf) > self.keep:
             buf.popitem(last=False)
-        return verdict
 
     def clear(self) -> None:
         for b in self.frames.values():

@@ -34,7 +34,7 @@ them go, or when `flush` releases them (end of input, clock jump).
 from __future__ import annotations
 
 import itertools
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +46,7 @@ NS = 1_000_000_000
 # long before a backlog of camera frames is (measured: 2 s ahead after a CPU stall), and
 # the frame a late camera set needs must still be here.
 SLOW_KEEP = 40
-BAD_STAMP, CLOCK_JUMP = "bad_stamp", "clock_backwards"
+BAD_STAMP, CLOCK_JUMP, ADD = "bad_stamp", "clock_backwards", "add"
 # A topic that alone keeps stepping back for this many frames had an outlier as its last
 # stamp (accepted before any other topic could vouch against it): it is followed again.
 RECOVER_FRAMES = 3
@@ -56,9 +56,12 @@ RECENT_SETS = 64  # stamps of recently counted incomplete sets and rejected fram
 class StampGuard:
     """Per-topic stamp order: tells a lone outlier from a consistent jump back.
 
-    `check(key, stamp)` -> None (accept), `BAD_STAMP` (reject this frame only) or
-    `CLOCK_JUMP` (`jump_topics` topics went back together: start over). A frame more than
-    `ahead_ns` ahead of every other topic is an outlier too."""
+    `check(key, stamp, frame)` returns what to do, in order: `(ADD, key, stamp, frame)`,
+    `(BAD_STAMP,)` (one frame rejected) or `(CLOCK_JUMP,)` (start over). A frame more than
+    `ahead_ns` ahead of every other topic is an outlier. A frame stepping back is kept aside:
+    when `jump_topics` topics have stepped back, the clock jumped (a bag looped) and the frames
+    kept aside start the new timeline; when its topic goes forward again, they were outliers.
+    """
 
     def __init__(self, ahead_ns: int, jump_topics: int) -> None:
         if ahead_ns <= 0 or jump_topics < 1:
@@ -66,29 +69,40 @@ class StampGuard:
                              f"{ahead_ns} ns and {jump_topics}")
         self.ahead_ns, self.jump_topics = ahead_ns, jump_topics
         self.last: dict[Hashable, int] = {}
-        self.behind: Counter[Hashable] = Counter()  # topic -> frames in a row stepping back
+        self.aside: dict[Hashable, list[tuple[int, Any]]] = {}  # frames stepping back
         self.jumps = 0
 
-    def check(self, key: Hashable, stamp_ns: int) -> str | None:
+    def check(self, key: Hashable, stamp_ns: int, frame: Any) -> list[tuple]:
         others = [s for k, s in self.last.items() if k != key]
         if others and stamp_ns > max(others) + self.ahead_ns:
-            return BAD_STAMP
+            return [(BAD_STAMP,)]
         last = self.last.get(key)
         if last is not None and stamp_ns < last:
-            self.behind[key] += 1
-            if len(self.behind) >= self.jump_topics:
-                self.last, self.jumps = {key: stamp_ns}, self.jumps + 1
-                self.behind.clear()
-                return CLOCK_JUMP
-            if self.behind[key] < RECOVER_FRAMES:
-                return BAD_STAMP
-        self.behind.pop(key, None)
+            self.aside.setdefault(key, []).append((stamp_ns, frame))
+            if len(self.aside) >= self.jump_topics:
+                return self._jump()
+            if len(self.aside[key]) < RECOVER_FRAMES:
+                return []  # judged when its topic goes on
+            self.last[key] = stamp_ns  # alone, for several frames: its last was the outlier
+            return [(ADD, key, s, f) for s, f in self.aside.pop(key)]
+        outliers = self.aside.pop(key, [])
         self.last[key] = stamp_ns
-        return None
+        return [(BAD_STAMP,)] * len(outliers) + [(ADD, key, stamp_ns, frame)]
+
+    def _jump(self) -> list[tuple]:
+        """The clock went back: the frames kept aside, in stamp order, start the new one."""
+        frames = sorted(((s, i, k, f) for k, fs in self.aside.items()
+                         for i, (s, f) in enumerate(fs)), key=lambda x: (x[0], x[1]))
+        self.jumps += 1
+        self.aside = {}
+        self.last = {}
+        for s, _, k, _ in frames:
+            self.last[k] = max(s, self.last.get(k, s))
+        return [(CLOCK_JUMP,)] + [(ADD, k, s, f) for s, _, k, f in frames]
 
     def reset(self) -> None:
         self.last.clear()
-        self.behind.clear()
+        self.aside.clear()
 
 
 class ApproximateSync:
@@ -224,19 +238,22 @@ class SampleSync:
         if key not in self.slow and key not in self.index:
             raise ValueError(f"SampleSync: unknown input {key}, expected one of "
                              f"{[*self.fast, *self.slow]}")
-        verdict = self.guard.check(key, stamp_ns)
-        if verdict == BAD_STAMP:
-            self.on_drop(BAD_STAMP)
-            self.note_rejected(key, stamp_ns)
-            return
-        if verdict == CLOCK_JUMP:  # looping bag or clock reset: the old timeline's sets go
-            self.flush(CLOCK_JUMP)
+        for event in self.guard.check(key, stamp_ns, msg):
+            if event[0] == BAD_STAMP:
+                self.on_drop(BAD_STAMP)
+                self.note_rejected(key, stamp_ns)
+            elif event[0] == CLOCK_JUMP:  # looping bag or clock reset: the old sets go
+                self.flush(CLOCK_JUMP)
+            else:
+                self._store(*event[1:])
+        self._release()
+
+    def _store(self, key: tuple[str, str], stamp_ns: int, msg: Any) -> None:
         if key in self.slow:
             self.slow[key].add(stamp_ns, msg)
         else:
             self.now_ns = max(self.now_ns, stamp_ns)
             self.sync.add(self.index[key], stamp_ns, (stamp_ns, msg))
-        self._release()
 
     def note_rejected(self, key: tuple[str, str], stamp_ns: int) -> None:
         """A camera frame rejected on arrival: its set is counted under the frame's reason."""

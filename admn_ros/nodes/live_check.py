@@ -101,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", type=int, default=0, help="camera sets; 0 = all")
     parser.add_argument("--rate", type=float, default=1.0, help="speed factor")
     parser.add_argument("--budget", default="6", help="layers (or a power source)")
+    parser.add_argument("--weights", default="", help="ADMN checkpoint (default: models/)")
+    parser.add_argument("--controller-weights", nargs="*", default=None,
+                        help="controller checkpoint(s) (default: models/)")
     args = parser.parse_args(argv)
     if not Path(args.bag).exists():
         print(f"live_check: bag not found: {args.bag}", file=sys.stderr)
         return 2
-    result = run_live(Path(args.bag), args.sets, args.rate, args.budget)
+    result = run_live(Path(args.bag), args.sets, args.rate, args.budget, args.weights,
+                      args.controller_weights)
     print(json.dumps(result, indent=1))
     return 0 if result["unaccounted"] == 0 else 1
 

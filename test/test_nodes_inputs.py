@@ -210,6 +210,27 @@ def test_every_camera_set_ends_as_a_sample_or_a_counted_drop():
     assert len(samples) + len(drops) == 60 and sync.waiting() == 0
 
 
+@pytest.mark.parametrize("loss", [0.05, 0.2, 0.5])
+def test_with_frames_and_whole_sets_lost_every_set_is_counted_exactly_once(loss):
+    keys = [(n, m) for n in ("n1", "n2", "n3") for m in ("rgb", "depth", "radar")]
+    cams = [k for k in keys if k[1] != "radar"]
+    rng = np.random.default_rng(7)
+    sets = 200
+    frames = [(k, NOW + i * 67 * MS + int(rng.integers(0, 4)) * MS)
+              for i in range(sets) for k in cams]
+    frames += [((n, "radar"), NOW + i * 250 * MS + int(rng.integers(0, 30)) * MS)
+               for n in ("n1", "n2", "n3") for i in range(sets * 67 // 250 + 2)]
+    gone = set(rng.choice(np.arange(1, sets - 1), 10, replace=False).tolist())  # whole sets
+    kept = [(k, t) for k, t in sorted(frames, key=lambda f: f[1]) if rng.random() > loss
+            and not (k[1] != "radar" and (t - NOW) // (67 * MS) in gone)]
+    samples, drops = [], []
+    sync = SampleSync(keys, ("radar",), 10, 0.04, 0.6, 0.22, samples.append, drops.append)
+    feed(sync, kept)
+    sync.flush("unfinished")
+    assert len(samples) + len(drops) == sets
+    assert drops.count("lost_set") >= len(gone)
+
+
 def test_a_rejected_frame_counts_its_set_once_under_its_own_reason():
     samples, drops = [], []
     sync = make_sync(samples, drops)

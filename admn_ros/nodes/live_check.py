@@ -108,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.bag).exists():
         print(f"live_check: bag not found: {args.bag}", file=sys.stderr)
         return 2
-    result = run_live(Path(args.bag), args.sets, args.rate, args.budget, args.weights,
-                      args.controller_weights)
+    try:
+        result = run_live(Path(args.bag), args.sets, args.rate, args.budget, args.weights,
+                          args.controller_weights)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"live_check: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1))
     return 0 if result["unaccounted"] == 0 else 1
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from admn_ros.nodes.bag_player_node import IMAGE_TYPES
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node("admn_live_replay")
     pubs, published = {}, {}
     try:
-        with AnyReader([args.bag]) as reader:
+        with AnyReader([Path(args.bag)]) as reader:
             conns = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
             for c in conns:
                 cls = Image if c.msgtype.endswith("/Image") else CompressedImage

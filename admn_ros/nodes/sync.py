@@ -33,6 +33,7 @@ them go, or when `flush` releases them (end of input, clock jump).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -51,6 +52,9 @@ BAD_STAMP, CLOCK_JUMP, ADD = "bad_stamp", "clock_backwards", "add"
 # stamp (accepted before any other topic could vouch against it): it is followed again.
 RECOVER_FRAMES = 3
 RECENT_SETS = 64  # stamps of recently counted incomplete sets and rejected frames
+# Sets are seen out of stamp order by up to a queue's span (an incomplete one leaves when its
+# queue overflows); the sequence is judged for gaps this far behind the newest set.
+SEQUENCE_LAG_NS = 2 * NS
 
 
 class StampGuard:
@@ -148,12 +152,14 @@ class ApproximateSync:
             stamps.insert(index, stamp_ns)
             if max(stamps) - min(stamps) < self.slop_ns:
                 msgs = [q[s] for q, s in zip(self.queues, stamps, strict=True)]
+                gone = []  # each input delivers in order: older frames can no longer pair
                 for i, (q, s) in enumerate(zip(self.queues, stamps, strict=True)):
                     del q[s]
-                    for old in sorted(o for o in q if o < s):  # each input delivers in
-                        del q[old]                             # order: older frames can
-                        if self.on_evict is not None:          # no longer form a set
-                            self.on_evict(i, old)
+                    gone += [(o, i) for o in q if o < s]
+                for o, i in sorted(gone):
+                    del self.queues[i][o]
+                    if self.on_evict is not None:
+                        self.on_evict(i, o)
                 self.callback(*msgs)
                 return True
         return False
@@ -232,7 +238,8 @@ class SampleSync:
         self.now_ns = 0  # newest camera stamp
         self.counted: deque[int] = deque(maxlen=RECENT_SETS)  # incomplete sets counted
         self.rejected: deque[int] = deque(maxlen=RECENT_SETS)  # camera frames rejected
-        self.sets = GapCounter()  # the sequence of camera sets, complete or not
+        self.sets = GapCounter()  # the sequence of camera sets, complete or not ...
+        self.seen: list[int] = []  # ... as a heap of the recent ones, judged in stamp order
 
     def add(self, key: tuple[str, str], stamp_ns: int, msg: Any) -> None:
         if key not in self.slow and key not in self.index:
@@ -276,9 +283,9 @@ class SampleSync:
         per set, the frames of sets that never completed; then start over."""
         for _ in self.held:
             self.on_drop(reason)
-        for q in self.sync.queues:
-            for stamp in sorted(q):
-                self._orphan(stamp, reason)
+        for stamp in sorted(s for q in self.sync.queues for s in q):
+            self._orphan(stamp, reason)
+        self._in_sequence(None)
         self.sync.reset()
         self.held.clear()
         for lw in self.slow.values():
@@ -286,6 +293,7 @@ class SampleSync:
         self.counted.clear()
         self.rejected.clear()
         self.sets = GapCounter()
+        self.seen = []
         self.now_ns = 0
         if reason != CLOCK_JUMP:
             self.guard.reset()
@@ -303,12 +311,17 @@ class SampleSync:
         if not any(abs(stamp_ns - s) <= self.slop_ns for s in self.rejected):
             self.on_drop(reason)
 
-    def _in_sequence(self, stamp_ns: int) -> None:
-        """A camera set was seen (complete or not): sets missing before it in the sequence
-        lost every camera frame before reaching the node (`lost_set`)."""
-        if self.sets.last_ns is None or stamp_ns > self.sets.last_ns:
-            for _ in range(self.sets.add(stamp_ns)):
-                self.on_drop("lost_set")
+    def _in_sequence(self, stamp_ns: int | None) -> None:
+        """A camera set was seen (complete or not; None: no more will be): sets missing in
+        the sequence lost every camera frame before reaching the node (`lost_set`)."""
+        if stamp_ns is not None:
+            heapq.heappush(self.seen, stamp_ns)
+        newest = max(self.seen, default=0)
+        while self.seen and (stamp_ns is None or self.seen[0] < newest - SEQUENCE_LAG_NS):
+            t = heapq.heappop(self.seen)
+            if self.sets.last_ns is None or t > self.sets.last_ns:
+                for _ in range(self.sets.add(t)):
+                    self.on_drop("lost_set")
 
     def _release(self) -> None:
         """Complete the held camera sets whose radar is settled, oldest first."""

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from admn_ros.nodes.graph import GraphOptions, describe_graph
+from admn_ros.nodes.graph import SENSOR_READERS, GraphOptions, describe_graph
 from admn_ros.nodes.summary import FUSION_REASONS
 from admn_ros.nodes.supervise import Children, node_command
 
@@ -74,7 +74,8 @@ def run_live(bag: Path, sets: int = 0, rate: float = 1.0, budget: str = "6",
                 time.sleep(POLL_S)
             replay = subprocess.run(
                 [sys.executable, "-m", "admn_ros.nodes.live_replay", "--bag", str(bag),
-                 "--rate", str(rate), "--sets", str(sets), "--start-after", "1.0"],
+                 "--rate", str(rate), "--sets", str(sets), "--start-after", "1.0",
+                 "--min-subscribers", str(SENSOR_READERS)],
                 capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()))
             if replay.returncode != 0:
                 raise RuntimeError(f"live_replay: {replay.stderr.strip()[-500:]}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from admn_ros.nodes.bag_player_node import IMAGE_TYPES
 
 FIRST_CAMERA = "/node1/camera/color/image_raw"  # one frame per camera set
+MATCH_TIMEOUT_S = 60.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", type=int, default=0,
                         help="stop after this many camera sets; 0 = the whole recording")
     parser.add_argument("--start-after", type=float, default=0.0,
-                        help="wall seconds to wait before the first frame (discovery)")
+                        help="wall seconds to wait before the first frame")
+    parser.add_argument("--exclude", default="range_azimuth",
+                        help="regular expression of topics not to publish")
+    parser.add_argument("--min-subscribers", type=int, default=0,
+                        help="wait (up to 60 s) until every topic has this many readers")
     args = parser.parse_args(remove_ros_args(argv)[1:])
     if args.rate <= 0:
         parser.error(f"--rate: expected > 0, got {args.rate}")
@@ -47,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     pubs, published = {}, {}
     try:
         with AnyReader([Path(args.bag)]) as reader:
-            conns = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
+            conns = [c for c in reader.connections if c.msgtype in IMAGE_TYPES
+                     and not (args.exclude and re.search(args.exclude, c.topic))]
             for c in conns:
                 cls = Image if c.msgtype.endswith("/Image") else CompressedImage
                 pubs[c.topic] = (node.create_publisher(cls, c.topic, qos_profile_sensor_data),
                                  cls)
                 published[c.topic] = 0
+            up_by = time.monotonic() + MATCH_TIMEOUT_S
+            while time.monotonic() < up_by and any(
+                    p.get_subscription_count() < args.min_subscribers for p, _ in pubs.values()):
+                time.sleep(0.1)
             time.sleep(args.start_after)
             t_rec0, t_wall0 = None, time.time_ns()
             for conn, t_rec, raw in reader.messages(connections=conns):

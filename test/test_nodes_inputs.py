@@ -148,6 +148,19 @@ def test_a_single_future_stamp_does_not_reset_the_synchroniser():
     assert "clock_backwards" not in drops
 
 
+def test_an_outlier_taken_before_any_other_topic_is_recovered_from():
+    """With no clock yet and no other topic to compare with, a far-future first frame is
+    taken; its topic's next frames step back alone, and it is followed again."""
+    samples, drops = [], []
+    sync = make_sync(samples, drops)
+    sync.add(("n2", "rgb"), (2**31 - 1) * S, "end of time")
+    frames = stream(NOW, 40)
+    feed(sync, frames)
+    sync.flush("unfinished")
+    assert sync.guard.jumps == 0 and len(samples) >= 35
+    assert len(samples) + len(drops) <= 40 + 1  # at most the outlier itself counted
+
+
 def test_a_lone_step_back_is_rejected_and_its_topic_goes_on():
     samples, drops = [], []
     sync = make_sync(samples, drops)
@@ -254,6 +267,9 @@ def test_gaps_in_a_topics_stamps_count_lost_frames():
     stamps = [i * 67 * MS for i in range(40) if i not in (10, 20, 21, 22)]
     assert sum(gaps.add(t) for t in stamps) == 4 and gaps.lost == 4
     assert gaps.add(0) == 0  # clock went back: start over, nothing counted
+    for i in range(1, 6):
+        gaps.add(i * 67 * MS)
+    assert gaps.add(3600 * S) == 0  # a pause (or a clock step), not an hour of lost frames
     jitter = np.random.default_rng(0).integers(-4, 5, 50) * MS
     steady = GapCounter()
     assert sum(steady.add(10 * S + i * 250 * MS + int(j)) for i, j in enumerate(jitter)) == 0

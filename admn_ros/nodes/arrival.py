@@ -26,7 +26,8 @@ from admn_ros.nodes.images import InputError, decode
 NS = 1_000_000_000
 GAP_INTERVALS = 16  # recent stamp intervals per topic; their median is the topic's period
 GAP_MIN_INTERVALS = 4  # no gap is judged before the period is known
-GAP_FACTOR = 1.5  # an interval longer than this many periods has lost frames
+GAP_FACTOR = 1.5  # an interval longer than this many periods has lost frames ...
+GAP_MAX_PERIODS = 100  # ... up to this many: longer is a pause or a clock step, not losses
 INVALID_WINDOW = 30  # depth frames over which the invalid share is averaged
 OK, WARN, ERROR = 0, 1, 2
 
@@ -62,6 +63,9 @@ class GapCounter:
         lost = 0
         if len(self.intervals) >= GAP_MIN_INTERVALS:
             period = statistics.median(self.intervals)
+            if dt > GAP_MAX_PERIODS * period:  # the sensor paused or its clock stepped
+                self.intervals.clear()
+                return 0
             if dt > GAP_FACTOR * period:
                 lost = max(0, round(dt / period) - 1)
         self.intervals.append(dt)

@@ -235,7 +235,6 @@ class SampleSync:
         self.guard = StampGuard(int(ahead_s * NS), jump_topics)
         self.on_sample, self.on_drop = on_sample, on_drop
         self.held: deque[tuple[int, dict, dict]] = deque()  # camera sets waiting for radar
-        self.now_ns = 0  # newest camera stamp
         self.counted: deque[int] = deque(maxlen=RECENT_SETS)  # incomplete sets counted
         self.rejected: deque[int] = deque(maxlen=RECENT_SETS)  # camera frames rejected
         self.sets = GapCounter()  # the sequence of camera sets, complete or not ...
@@ -259,7 +258,6 @@ class SampleSync:
         if key in self.slow:
             self.slow[key].add(stamp_ns, msg)
         else:
-            self.now_ns = max(self.now_ns, stamp_ns)
             self.sync.add(self.index[key], stamp_ns, (stamp_ns, msg))
 
     def note_rejected(self, key: tuple[str, str], stamp_ns: int) -> None:
@@ -274,7 +272,6 @@ class SampleSync:
         self._in_sequence(stamp)
         msgs = {k: m for k, (_, m) in zip(self.fast, items, strict=True)}
         stamps = {k: s for k, (s, _) in zip(self.fast, items, strict=True)}
-        self.now_ns = max(self.now_ns, stamp)
         self.held.append((stamp, msgs, stamps))
         self._release()
 
@@ -294,9 +291,14 @@ class SampleSync:
         self.rejected.clear()
         self.sets = GapCounter()
         self.seen = []
-        self.now_ns = 0
         if reason != CLOCK_JUMP:
             self.guard.reset()
+
+    @property
+    def now_ns(self) -> int:
+        """The newest camera stamp (as the guard accepted it: an outlier stepped back from
+        no longer counts)."""
+        return max((self.guard.last.get(k, 0) for k in self.fast), default=0)
 
     def waiting(self) -> int:
         """Camera sets held for their radar."""

@@ -19,7 +19,7 @@ def test_short_soak_keeps_every_node_with_bounded_memory(tmp_path):
     if not (ROOT / "models" / "admn_demo.pt").exists():
         pytest.skip("models/ has no default weights (make train writes them)")
     res = subprocess.run([sys.executable, "-m", "admn_ros.cli", "soak", "--duration", "55",
-                          "--frames", "40", "--sample-s", "5", "--warmup-s", "35",
+                          "--frames", "40", "--sample-s", "5", "--warmup-s", "25",
                           "--max-growth", "0.25", "--out", str(tmp_path), "--no-plot"],
                          capture_output=True, text=True, timeout=400, env=os.environ)
     result = json.loads((tmp_path / "soak.json").read_text())

@@ -2,10 +2,11 @@
 
 A generated recording (or `--bag`) is replayed in a loop through the full graph with the
 corruption injector and a fuzzing publisher (`admn_ros.nodes.fuzz`) sending malformed frames
-into the sensor topics. Every `--sample-s` seconds each node's resident memory (from /proc),
-its drops and the fusion node's latency are sampled from the nodes' /diagnostics. The run
-writes OUT/soak.json (samples + verdict) and OUT/soak.png, and fails (exit 1) when a node was
-lost or a node's memory grew by more than `--max-growth` after the warm-up.
+into the sensor topics. From the moment every node has reported, every `--sample-s` seconds
+each node's resident memory (from /proc), its drops and the fusion node's latency are sampled
+(the latter two from the nodes' /diagnostics). The run writes OUT/soak.json (samples +
+verdict) and OUT/soak.png, and fails (exit 1) when a node was lost or a node's memory grew by
+more than `--max-growth` after the warm-up.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FUZZ_TOPICS = ("/node2/camera/color/image_raw:rgb", "/node1/camera/depth/image_r
                "/node3/radar/range_doppler:radar")
 DEFAULT_SCHEDULE = "config/inject/demo_blind_rgb.yaml"
 PAGE_KB = 1024
+STARTUP_S = 300.0  # longest wait for every node's first diagnostics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +114,18 @@ class Listener:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
+
+
+def wait_up(children: Children, listener: Listener, names: list[str]) -> None:
+    """Until every node of the graph has reported (loading weights takes a while); the soak's
+    time starts then."""
+    up_by = time.monotonic() + STARTUP_S
+    while not all(listener.get(n) for n in names):
+        if (child := children.failed()) is not None:
+            raise RuntimeError(f"{child.name}: {child.error()}")
+        if time.monotonic() > up_by:
+            raise RuntimeError(f"the nodes did not report within {STARTUP_S:.0f} s")
+        time.sleep(0.5)
 
 
 def sample(children: Children, listener: Listener, t0: float) -> dict:
@@ -209,6 +223,7 @@ def soak(args: argparse.Namespace, bag: Path, out: Path) -> dict:
                 children.start("admn_fuzz", [
                     sys.executable, "-m", "admn_ros.nodes.fuzz", "--topics", *FUZZ_TOPICS,
                     "--hz", str(args.fuzz_hz), "--ros-args", "-p", "use_sim_time:=true"])
+            wait_up(children, listener, [s.name for s in specs])
             t0 = time.monotonic()
             while (elapsed := time.monotonic() - t0) < args.duration:
                 time.sleep(min(args.sample_s, max(0.0, args.duration - elapsed)))
@@ -218,6 +233,8 @@ def soak(args: argparse.Namespace, bag: Path, out: Path) -> dict:
                     for n, s in rows[-1]["nodes"].items()), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("soak: interrupted; writing what was sampled", file=sys.stderr)
+    except RuntimeError as exc:
+        print(f"admn soak: {exc}", file=sys.stderr)
     finally:
         listener.close()
         rclpy.try_shutdown()

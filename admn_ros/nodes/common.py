@@ -202,6 +202,7 @@ def spin_main(node_cls, args=None) -> int:
     (missing weights or bag, bad parameter) prints `error: <why>` and exits with 2."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
 
     from admn_ros.nodes.models import WeightsError
@@ -213,11 +214,17 @@ def spin_main(node_cls, args=None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
+        built = node_cls.__new__(node_cls)
         try:
-            node = node_cls()
+            built.__init__()
         except (WeightsError, *STARTUP_ERRORS) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+            Node.destroy_node(built)  # its rclpy part only: the rest was never built
             return 2
+        except BaseException:
+            Node.destroy_node(built)  # so that the shutdown does not hide the cause
+            raise
+        node = built
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok() and not getattr(node, "finished", False):

@@ -294,6 +294,18 @@ def test_diagnostic_level_agrees_with_its_message():
     assert level == ERROR and "/x" in msg
 
 
+def test_summary_reads_the_per_topic_counts():
+    from admn_ros.nodes.summary import topic_counts
+
+    arr = arrivals([])
+    arr(("n1", "depth"), NOW, GOOD["depth"])
+    arr(("n1", "depth"), NOW + S, Msg(**malformed_fields("huge", "depth")[0]))
+    topics = topic_counts({k: str(v) for k, v in arr.values().items()})
+    assert topics["/n1/depth"] == {"received": 2, "good": 1, "lost": 0, "bad_size": 1,
+                                   "depth_invalid": 0.0}
+    assert topics["/n2/rgb"] == {"received": 0, "good": 0, "lost": 0}
+
+
 def row(t, rss, alive=True, lat=20.0):
     return {"t_s": t, "nodes": {"admn_fusion": {"alive": alive, "rss_kb": rss,
                                                 "latency_ms_p95": lat, "dropped": {}}}}
@@ -309,3 +321,29 @@ def test_soak_verdict_flat_memory_lost_nodes_and_latency():
     lost = [*flat[:-1], row(90, None, alive=False)]
     v = verdict(lost, 10, 0.05)
     assert not v["ok"] and v["lost_nodes"] == ["admn_fusion"]
+
+
+# ------------------------------------------------------------------ bad files: one clear line
+def test_unusable_weights_give_one_clear_line(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from admn_ros.nodes.models import WeightsError, load_admn
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    if not (root / "admn_demo.pt").exists():
+        pytest.skip("models/ has no default weights (make train writes them)")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint")
+    for f in root.glob("admn_demo*.pt"):  # the checkpoint and its shards, one tensor reshaped
+        shutil.copy(f, tmp_path / f.name)
+    ck = torch.load(tmp_path / "admn_demo.pt", weights_only=True)
+    name = next(iter(ck["state_dict"]))
+    ck["state_dict"][name] = torch.zeros(3, 3)
+    torch.save(ck, tmp_path / "admn_demo.pt")
+    for path, why in ((garbage, "cannot be unpickled"), (tmp_path / "admn_demo.pt", name)):
+        with pytest.raises(WeightsError) as e:
+            load_admn(str(path))
+        assert len(str(e.value).splitlines()) == 1 and why in str(e.value)

@@ -161,6 +161,21 @@ def test_an_outlier_taken_before_any_other_topic_is_recovered_from():
     assert len(samples) + len(drops) <= 40 + 1  # at most the outlier itself counted
 
 
+def test_the_fusion_buffer_recovers_from_an_early_outlier_too():
+    from admn_ros.nodes.samples import StampedBuffer
+
+    buf, reference = (StampedBuffer(KEYS, ("radar",), 40 * MS, 600 * MS, 220 * MS)
+                      for _ in range(2))
+    buf.add(("n2", "rgb"), (2**31 - 1) * S, "end of time")
+    for key, t in stream(NOW, 10):
+        buf.add(key, t, (key, t))
+        reference.add(key, t, (key, t))
+    assert buf.now_ns == reference.now_ns  # the outlier no longer counts as the newest
+    for i in range(4, 9):  # after the frames its topic stepped back with
+        t = NOW + i * 67 * MS + 3 * MS
+        assert buf.assemble(t).stamps == reference.assemble(t).stamps
+
+
 def test_a_lone_step_back_is_rejected_and_its_topic_goes_on():
     samples, drops = [], []
     sync = make_sync(samples, drops)

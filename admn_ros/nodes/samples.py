@@ -46,7 +46,6 @@ class StampedBuffer:
                      if k[1] in slow}
         self.guard = StampGuard(ahead_ns, jump_topics)  # the controller's `SampleSync` rule
         self.keep = keep
-        self.now_ns = 0  # newest camera stamp
 
     def add(self, key: tuple[str, str], stamp: int, msg: Any) -> list[str]:
         """Store (the controller's `StampGuard` rule); returns what else happened:
@@ -70,7 +69,6 @@ class StampedBuffer:
         while buf and next(reversed(buf)) > stamp:  # an outlier it stepped back from
             buf.popitem()
         buf[stamp] = msg
-        self.now_ns = max(self.now_ns, stamp)
         while len(buf) > self.keep:
             buf.popitem(last=False)
 
@@ -79,7 +77,11 @@ class StampedBuffer:
             b.clear()
         for lw in self.slow.values():
             lw.frames.clear()
-        self.now_ns = 0
+
+    @property
+    def now_ns(self) -> int:
+        """The newest camera stamp, as the guard accepted it (as `SampleSync.now_ns`)."""
+        return max((self.guard.last.get(k, 0) for k in self.frames), default=0)
 
     def assemble(self, stamp: int) -> SyncedSample | bool | None:
         """The sample stamped `stamp`; None while an input may still deliver its frame;

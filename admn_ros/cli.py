@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("admn_ros.train.eval_cli", "Table-1-style evaluation report"),
     "run": ("admn_ros.nodes.run_cli", "run the ROS graph on a bag and summarise"),
     "bench": ("admn_ros.engine.bench_cli", "latency vs active layers benchmark"),
+    "soak": ("admn_ros.nodes.soak", "the graph on a looping recording under fuzzing; memory, "
+                                    "drops, latency over time"),
 }
 
 

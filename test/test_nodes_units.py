@@ -35,16 +35,16 @@ MS = 1_000_000
 
 # ------------------------------------------------------------------ approximate-time sync
 def test_approximate_sync_pairs_within_slop_and_consumes():
-    out = []
-    sync = ApproximateSync(2, queue_size=5, slop_ns=10 * MS, callback=lambda *m: out.append(m))
+    out, evicted = [], []
+    sync = ApproximateSync(2, queue_size=5, slop_ns=10 * MS, callback=lambda *m: out.append(m),
+                           on_evict=lambda i, s: evicted.append((i, s)))
     sync.add(0, 100 * MS, "a100")
     sync.add(1, 150 * MS, "b150")  # 50 ms apart: no set
     assert out == []
     sync.add(0, 147 * MS, "a147")  # 3 ms from b150: set, both removed
     assert out == [("a147", "b150")]
-    assert 147 * MS not in sync.queues[0] and not sync.queues[1]
-    sync.add(1, 104 * MS, "b104")  # pairs with the still-queued a100
-    assert out[-1] == ("a100", "b104")
+    assert not sync.queues[0] and not sync.queues[1]
+    assert evicted == [(0, 100 * MS)]  # input 1 is past 100 ms: a100 can never pair
 
 
 def test_approximate_sync_prefers_closest_and_bounds_queues():
@@ -69,7 +69,7 @@ def test_approximate_sync_spread_must_be_below_slop():
     assert out == [(0, 1, 3)]
 
 
-def test_latest_within_max_age_and_backwards_clock():
+def test_latest_within_max_age_and_a_step_back():
     lw = LatestWithin(max_age_ns=300 * MS, slop_ns=10 * MS, min_period_ns=200 * MS)
     lw.add(0, "r0")
     lw.add(250 * MS, "r250")
@@ -77,8 +77,8 @@ def test_latest_within_max_age_and_backwards_clock():
     assert lw.pick(245 * MS)[1] == "r250"  # within slop ahead
     assert lw.pick(200 * MS)[1] == "r0"
     assert lw.pick(600 * MS) is None  # too old
-    assert lw.add(10 * MS, "loop") is False  # clock jumped back: old frames forgotten
-    assert lw.pick(255 * MS)[1] == "loop"
+    lw.add(10 * MS, "back")  # stepped back: the frames stamped after it are forgotten
+    assert lw.pick(255 * MS)[1] == "back"
     with pytest.raises(ValueError, match="min_period"):
         LatestWithin(300 * MS, 10 * MS, 20 * MS)
 
@@ -108,8 +108,10 @@ def test_sample_sync_cameras_plus_latest_radar():
     sync.add(("n2", "rgb"), 170 * MS, "c4")
     assert len(samples) == 2 and samples[1].stamp_ns == 170 * MS
     assert samples[1].msgs[("n1", "radar")] == "r1"
-    sync.add(("n1", "rgb"), 50 * MS, "back")
-    assert drops[-1] == "clock_backwards"
+    sync.add(("n1", "rgb"), 50 * MS, "back")  # one topic stepping back: kept aside
+    assert drops == [] and sync.guard.jumps == 0
+    sync.add(("n2", "rgb"), 52 * MS, "back2")  # a second one with it: the clock jumped
+    assert sync.guard.jumps == 1 and sync.held[0][0] == 52 * MS  # the new timeline's set
 
 
 def test_sample_sync_drops_a_set_whose_radar_never_comes():
@@ -199,7 +201,10 @@ def test_stamped_buffer_rebuilds_the_controllers_sample():
     assert buf.assemble(236 * MS) is None  # a radar frame at 240..256 ms may still come
     buf.add(("n1", "radar"), 290 * MS, "r2")
     assert buf.assemble(236 * MS).msgs[("n1", "radar")] == "r"
-    assert buf.add(("n1", "rgb"), 10 * MS, "x") is False  # backwards clock resets
+    assert buf.add(("n1", "rgb"), 10 * MS, "x") == []  # one topic back: kept aside
+    assert buf.add(("n2", "rgb"), 12 * MS, "y") == ["clock_backwards"]  # two: a clock jump
+    assert dict(buf.frames[("n1", "rgb")]) == {10 * MS: "x"}  # the new timeline goes on
+    assert buf.assemble(236 * MS) is None
 
 
 # ------------------------------------------------------------------ power
@@ -271,7 +276,7 @@ class Img:
 def test_decode_reasons():
     rgb = np.zeros((4, 6, 3), np.uint8)
     rgb[..., 0] = 200
-    assert decode("rgb", Img(rgb, "bgr8"))[0, 0, 2] == 200
+    assert decode("rgb", Img(rgb, "bgr8")).array[0, 0, 2] == 200
     with pytest.raises(InputError) as e:
         decode("rgb", Img(rgb, "yuv422"))
     assert e.value.reason == "bad_encoding"
@@ -287,7 +292,7 @@ def test_decode_reasons():
     with pytest.raises(InputError) as e:
         decode("radar", Img(np.zeros((8, 4), np.float32), "32FC1"))
     assert e.value.reason == "empty_radar"
-    assert decode("depth", Img(np.full((2, 2), 1.5, np.float32), "32FC1"))[0, 0] == 1500
+    assert decode("depth", Img(np.full((2, 2), 1.5, np.float32), "32FC1")).array[0, 0] == 1500
 
 
 def test_inject_schedule_and_corruption(tmp_path):

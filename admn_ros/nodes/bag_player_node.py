@@ -14,7 +14,7 @@ from pathlib import Path
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rosbags.highlevel import AnyReader
+from rosbags.highlevel import AnyReader, AnyReaderError
 from rosgraph_msgs.msg import Clock
 
 from admn_ros.nodes.common import (
@@ -82,7 +82,10 @@ class BagPlayerNode(Node):
             raise FileNotFoundError(f"bag not found: {path} (make one with `admn generate` and "
                                     f"`admn bag from-gdtm`)")
         self.reader = AnyReader([path])
-        self.reader.open()
+        try:
+            self.reader.open()
+        except AnyReaderError as exc:  # corrupt or truncated: one clear line, no traceback
+            raise ValueError(f"{path}: not a readable rosbag2 ({exc})") from None
         self.pubs, self.skipped = self.make_publishers()
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.sent: Counter[str] = Counter()

@@ -29,6 +29,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+from admn_ros.nodes.arrival import status_of
 from admn_ros.paths import resolve as resolve  # re-exported: nodes resolve parameter paths
 from admn_ros.paths import share_dir
 
@@ -193,13 +194,16 @@ def steady_timer(node, period_s: float, callback: Callable[[], None]):
 class Diagnostics:
     """A node's cumulative counters on /diagnostics: every `period_s` (steady clock), on
     demand, and once more at shutdown (`final`), so a listener always ends with the totals.
-    Values are `key=value` strings, with the process's CPU seconds (`cpu_s`); `dropped.<reason>`
-    counts make the level WARN; `status()` (level, message, values), if given, may raise it."""
+    Values are `key=value` strings, with the process's CPU seconds (`cpu_s`); level and message
+    agree (`arrival.status_of`): WARN names the drop reasons that grew since the previous
+    report, ERROR says what is wrong; `status()` (level, message, values), if given, may
+    raise the level (a stuck worker)."""
 
     def __init__(self, node, title: str, values: Callable[[], dict[str, Any]],
                  period_s: float,
                  status: Callable[[], tuple[int, str, dict[str, Any]]] | None = None) -> None:
         self.node, self.title, self.values, self.status = node, title, values, status
+        self.previous: dict[str, Any] | None = None
         self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.timer = steady_timer(node, period_s, self.publish)
 
@@ -211,8 +215,8 @@ class Diagnostics:
 
     def publish(self) -> None:
         values = {**self.values(), "cpu_s": round(time.process_time(), 3)}
-        dropped = any(v for k, v in values.items() if k.startswith("dropped."))
-        level, message = (1, "dropped samples") if dropped else (0, "ok")
+        level, message = status_of(values, self.previous)
+        self.previous = values
         if self.status is not None:
             worse, text, extra = self.status()
             values.update(extra)
@@ -240,6 +244,7 @@ def spin_main(node_cls, args=None) -> int:
     (missing weights or bag, bad parameter) prints `error: <why>` and exits with 2."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
 
     from admn_ros.engine.base import EngineStartupError
@@ -253,11 +258,17 @@ def spin_main(node_cls, args=None) -> int:
     node = None
     executor = SingleThreadedExecutor()
     try:
+        built = node_cls.__new__(node_cls)
         try:
-            node = node_cls()
+            built.__init__()
         except (WeightsError, EngineStartupError, *STARTUP_ERRORS) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+            Node.destroy_node(built)  # its rclpy part only: the rest was never built
             return 2
+        except BaseException:
+            Node.destroy_node(built)  # so that the shutdown does not hide the cause
+            raise
+        node = built
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok() and not getattr(node, "finished", False):
             executor.spin_once(timeout_sec=SPIN_POLL_S)

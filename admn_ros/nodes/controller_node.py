@@ -26,7 +26,6 @@ from admn_ros.nodes.common import (
     spin_main,
     to_stamp,
 )
-from admn_ros.nodes.images import InputError
 from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import GET_WEIGHTS, WeightsError, load_controllers
 from admn_ros.nodes.samples import Prepared, sample_inputs
@@ -157,9 +156,6 @@ class ControllerNode(ManagedNode):
         try:
             inputs = sample_inputs(sample, self.allocator.cfg.modalities, self.inputs.nodes,
                                    self.prepare)
-        except InputError as exc:
-            self.drops(exc.reason, str(exc))
-            return
         except ValueError as exc:
             self.drops("bad_input", str(exc))
             return
@@ -176,8 +172,7 @@ class ControllerNode(ManagedNode):
     def diagnostic_values(self) -> dict:
         inputs = self.inputs
         return {**self.lifecycle_values(), **self.stats, "budget": self.layers,
-                "received": inputs.received if inputs else 0,
-                "held": len(inputs.sync.held) if inputs else 0,
+                **(inputs.values() if inputs else {}),
                 **{f"dropped.{k}": v for k, v in self.drops.snapshot().items()}}
 
     def destroy_node(self) -> None:

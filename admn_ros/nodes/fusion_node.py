@@ -22,6 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from admn_ros.data.preprocess import Preprocess
 from admn_ros.msg import ComputeBudget, LayerAllocation
+from admn_ros.nodes.arrival import Arrivals
 from admn_ros.nodes.common import (
     LATCHED_QOS,
     LIVE,
@@ -37,7 +38,6 @@ from admn_ros.nodes.common import (
 )
 from admn_ros.nodes.deadline import DeadlineBudget, StepTimes
 from admn_ros.nodes.frames import ground_to_map, world_to_map
-from admn_ros.nodes.images import InputError
 from admn_ros.nodes.localise import (
     CM,
     Estimate,
@@ -49,7 +49,13 @@ from admn_ros.nodes.localise import (
 from admn_ros.nodes.managed import AUTOSTART, ManagedNode
 from admn_ros.nodes.models import load_admn
 from admn_ros.nodes.samples import Prepared, StampedBuffer, sample_inputs
-from admn_ros.nodes.sensors import SENSOR_PARAMS, SLOW_MODALITIES, sensor_keys, subscribe_sensors
+from admn_ros.nodes.sensors import (
+    SENSOR_PARAMS,
+    SLOW_MODALITIES,
+    make_arrivals,
+    sensor_keys,
+    subscribe_sensors,
+)
 from admn_ros.nodes.sync import SyncedSample
 from admn_ros.nodes.worker import WORKER_PARAMS, Worker, set_torch_threads, worker_status
 
@@ -104,7 +110,7 @@ class FusionNode(ManagedNode):
         self.latency_ms: deque[float] = deque(maxlen=200)  # recent, for live monitoring
         self.truth: deque[tuple[int, float, float]] = deque(maxlen=64)
         self.nodes = list(self.p["sensor_nodes"])
-        self.received = 0
+        self.arrivals: Arrivals | None = None
         self.latency_changes = 0
         self.waiting: OrderedDict[int, LayerAllocation] = OrderedDict()
         self.path = Path()
@@ -124,6 +130,7 @@ class FusionNode(ManagedNode):
         self.prepare = Prepared(Preprocess.from_config(model.cfg.backbone.img_size))
         self.keys = sensor_keys(self, model.cfg.modalities)
         self.frames = self.frame_buffer(self.p["sync_slop_s"])
+        self.arrivals = make_arrivals(self, self.keys, self.drops)
         self.pubs = [self.create_lifecycle_publisher(cls, topic, RELIABLE_QOS) for cls, topic in
                      ((PoseWithCovarianceStamped, "admn/pose"), (MarkerArray, "admn/markers"),
                       (Path, "admn/path"))]
@@ -135,7 +142,7 @@ class FusionNode(ManagedNode):
                                               self.on_allocation, RELIABLE_QOS),
                      self.create_subscription(PoseStamped, "mocap/car/pose", self.on_truth,
                                               SENSOR_QOS),
-                     *subscribe_sensors(self, self.keys, self.on_frame)]
+                     *subscribe_sensors(self, self.keys, self.on_frame, self.arrivals)]
 
     def reset(self) -> None:
         self.frames = self.frame_buffer(self.p["sync_slop_s"])
@@ -150,12 +157,13 @@ class FusionNode(ManagedNode):
         for pub in (*self.pubs, self.latency_pub):
             self.destroy_lifecycle_publisher(pub)
         self.subs, self.pubs = [], []
-        self.localiser = self.frames = self.deadline = None
+        self.localiser = self.frames = self.deadline = self.arrivals = None
 
     def frame_buffer(self, slop_s: float) -> StampedBuffer:
         return StampedBuffer(self.keys, SLOW_MODALITIES, int(slop_s * NS),
                              int(self.p["radar_max_age_s"] * NS),
-                             int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"])
+                             int(self.p["radar_min_period_s"] * NS), self.p["frame_buffer"],
+                             int(self.p["stamp_tolerance_s"] * NS), self.p["stamp_jump_topics"])
 
     def on_params(self, changes: dict) -> None:
         """Live parameters (path length and ground-truth age are read where used): a new slop
@@ -166,12 +174,11 @@ class FusionNode(ManagedNode):
             self.diagnostics.set_period(changes["diagnostics_period_s"])
 
     # ---------------------------------------------------------------- callbacks
-    def on_frame(self, key: tuple[str, str], msg) -> None:
+    def on_frame(self, key: tuple[str, str], stamp: int, frame) -> None:
         if not self.take():
             return
-        self.received += 1
-        if not self.frames.add(key, stamp_ns(msg.header.stamp), msg):
-            self.drops("clock_backwards", "sensor stamps jumped back; buffers cleared")
+        for event in self.frames.add(key, stamp, frame):
+            self.drops(event, "sensor stamps out of order (clock_backwards: buffers cleared)")
         if self.waiting:
             self.run_ready()
 
@@ -240,8 +247,6 @@ class FusionNode(ManagedNode):
         try:
             inputs = sample_inputs(sample, model.cfg.modalities, self.nodes, self.prepare)
             return localiser(inputs, active)
-        except InputError as exc:
-            self.drops(exc.reason, str(exc))
         except (ValueError, RuntimeError) as exc:
             self.drops("model_error", str(exc))
         return None
@@ -293,7 +298,8 @@ class FusionNode(ManagedNode):
     def diagnostic_values(self) -> dict:
         """Totals for `admn run` and live monitoring (latencies: the last 200 poses)."""
         lat = list(self.latency_ms)
-        return {**self.lifecycle_values(), "received": self.received, "poses": self.poses,
+        return {**self.lifecycle_values(), "poses": self.poses,
+                **(self.arrivals.values() if self.arrivals else {}),
                 "waiting": len(self.waiting) + self.worker.health().queued,
                 "latency_budget": self.deadline.layers if self.deadline else "",
                 "latency_budget_changes": self.latency_changes,

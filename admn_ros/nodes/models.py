@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import torch
@@ -28,8 +29,12 @@ def load_module(path: str, kind: str) -> tuple[torch.nn.Module, dict]:
     try:
         verify_listed(p)  # against SHA256SUMS beside it (shipped weights), shards included
         ck = load_checkpoint(p, kind=kind)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise WeightsError(f"{p}: not a usable {kind} checkpoint ({exc}); {GET_WEIGHTS}") from None
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{p}: not a usable {kind} checkpoint (not a PyTorch checkpoint "
+                           f"file: it cannot be unpickled); {GET_WEIGHTS}") from None
+    except (ValueError, RuntimeError, OSError) as exc:  # on one line (torch's span several)
+        why = " ".join(str(exc).split())
+        raise WeightsError(f"{p}: not a usable {kind} checkpoint ({why}); {GET_WEIGHTS}") from None
     return ck.module.eval(), dict(ck.meta)
 
 

@@ -1,4 +1,6 @@
-"""From synchronised sensor messages to model inputs, and exact-stamp pairing; no ROS here."""
+"""From synchronised sensor frames to model inputs, and exact-stamp pairing; no ROS here.
+
+The frames are the arrays `arrival.Arrivals` decoded and checked when they arrived."""
 
 from __future__ import annotations
 
@@ -10,23 +12,22 @@ import torch
 from torch import Tensor
 
 from admn_ros.data.preprocess import Preprocess
-from admn_ros.nodes.images import decode
-from admn_ros.nodes.sync import LatestWithin, SyncedSample
+from admn_ros.nodes.sync import ADD, CLOCK_JUMP, LatestWithin, StampGuard, SyncedSample
 
 
 class Prepared:
-    """Decode + normalise, once per frame: the model-ready arrays of the last `keep` frames by
-    (node, modality, stamp), so a frame several samples share (a 4 Hz radar frame serves
-    about four 15 Hz camera sets) is prepared once."""
+    """Normalise once per frame (frames are decoded on arrival, `arrival.Arrivals`): the
+    model-ready arrays of the last `keep` frames by (node, modality, stamp), so a frame several
+    samples share (a 4 Hz radar frame serves about four 15 Hz camera sets) is prepared once."""
 
     def __init__(self, pre: Preprocess, keep: int = 64) -> None:
         self.pre, self.keep = pre, keep
         self.arrays: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
 
-    def __call__(self, key: tuple[str, str], stamp: int, msg: Any) -> np.ndarray:
+    def __call__(self, key: tuple[str, str], stamp: int, frame: np.ndarray) -> np.ndarray:
         ident = (*key, stamp)
         if ident not in self.arrays:
-            self.arrays[ident] = self.pre.numpy(key[1], decode(key[1], msg))
+            self.arrays[ident] = self.pre.numpy(key[1], frame)
             while len(self.arrays) > self.keep:
                 self.arrays.popitem(last=False)
         return self.arrays[ident]
@@ -34,8 +35,8 @@ class Prepared:
 
 def sample_inputs(sample: SyncedSample, modalities: list[str], nodes: list[str],
                   prepare: Prepared) -> dict[str, Tensor]:
-    """Decode + normalise every (node, modality): `{m: [1, S, C, s, s]}` float32.
-    Raises `images.InputError` (with a drop reason) or ValueError from Preprocess."""
+    """Normalise every decoded (node, modality) frame, once per frame (`Prepared`):
+    `{m: [1, S, C, s, s]}` float32. Raises ValueError from Preprocess."""
     out = {}
     for m in modalities:
         views = [prepare((n, m), sample.stamps[(n, m)], sample.msgs[(n, m)]) for n in nodes]
@@ -54,41 +55,51 @@ class StampedBuffer:
     """
 
     def __init__(self, keys: list[tuple[str, str]], slow: tuple[str, ...], slop_ns: int,
-                 max_age_ns: int, min_period_ns: int, keep: int = 30) -> None:
+                 max_age_ns: int, min_period_ns: int, keep: int = 30,
+                 ahead_ns: int = 5 * 1_000_000_000, jump_topics: int = 2) -> None:
         self.keys, self.slop_ns = list(keys), slop_ns
         self.frames: dict[tuple[str, str], OrderedDict[int, Any]] = {
             k: OrderedDict() for k in keys if k[1] not in slow}
         self.slow = {k: LatestWithin(max_age_ns, slop_ns, min_period_ns, keep) for k in keys
                      if k[1] in slow}
+        self.guard = StampGuard(ahead_ns, jump_topics)  # the controller's `SampleSync` rule
         self.keep = keep
-        self.now_ns = 0  # newest camera stamp
 
-    def add(self, key: tuple[str, str], stamp: int, msg: Any) -> bool:
-        """Store; returns False (and starts over) when the clock went backwards."""
+    def add(self, key: tuple[str, str], stamp: int, msg: Any) -> list[str]:
+        """Store (the controller's `StampGuard` rule); returns what else happened:
+        `bad_stamp` per outlier frame rejected, `clock_backwards` when the clock jumped back
+        and the buffers started over."""
+        events = []
+        for event in self.guard.check(key, stamp, msg):
+            if event[0] == ADD:
+                self._store(*event[1:])
+            else:
+                events.append(event[0])
+                if event[0] == CLOCK_JUMP:
+                    self.clear()
+        return events
+
+    def _store(self, key: tuple[str, str], stamp: int, msg: Any) -> None:
         if key in self.slow:
-            if self.slow[key].add(stamp, msg):
-                return True
-            self.clear()
             self.slow[key].add(stamp, msg)
-            return False
+            return
         buf = self.frames[key]
-        if buf and stamp < next(reversed(buf)):
-            self.clear()
-            buf[stamp] = msg
-            self.now_ns = stamp
-            return False
+        while buf and next(reversed(buf)) > stamp:  # an outlier it stepped back from
+            buf.popitem()
         buf[stamp] = msg
-        self.now_ns = max(self.now_ns, stamp)
         while len(buf) > self.keep:
             buf.popitem(last=False)
-        return True
 
     def clear(self) -> None:
         for b in self.frames.values():
             b.clear()
         for lw in self.slow.values():
             lw.frames.clear()
-        self.now_ns = 0
+
+    @property
+    def now_ns(self) -> int:
+        """The newest camera stamp, as the guard accepted it (as `SampleSync.now_ns`)."""
+        return max((self.guard.last.get(k, 0) for k in self.frames), default=0)
 
     def assemble(self, stamp: int) -> SyncedSample | bool | None:
         """The sample stamped `stamp`; None while an input may still deliver its frame;

@@ -45,6 +45,19 @@ def dropped_counts(values: dict[str, str]) -> Counter:
                     if k.startswith("dropped.")})
 
 
+def topic_counts(values: dict[str, str]) -> dict[str, dict]:
+    """Per sensor topic of one node's diagnostics (`arrival.Arrivals.values`): received,
+    good, lost and drops by reason as numbers, and the depth invalid share."""
+    out: dict[str, dict] = {}
+    for k, v in values.items():
+        if k.startswith("topic."):
+            out.setdefault(k.removeprefix("topic."), {}).update(
+                {name: int(n) for name, n in (item.split("=") for item in v.split())})
+        elif k.startswith("depth_invalid."):
+            out.setdefault(k.removeprefix("depth_invalid."), {})["depth_invalid"] = float(v)
+    return out
+
+
 def apply_diagnostics(rec: RunRecord, last: dict[str, dict[str, str]]) -> None:
     """Fill the record's totals from the last diagnostics of each node, keyed by executable
     (`bag_player`, `controller`, `fusion`, `corruption_injector`)."""
@@ -63,6 +76,7 @@ def apply_diagnostics(rec: RunRecord, last: dict[str, dict[str, str]]) -> None:
     rec.extra["sensors"] = json.loads(fus.get("sensor_positions", "[]"))
     rec.extra["frames_received"] = {"controller": int(ctl.get("received", 0)),
                                     "fusion": int(fus.get("received", 0))}
+    rec.extra["topics"] = topic_counts(ctl)
     if "corruption_injector" in last:
         rec.windows = json.loads(last["corruption_injector"].get("windows", "[]"))
     rec.extra["graph_cpu_s"] = round(sum(float(v.get("cpu_s", 0.0)) for v in last.values()), 2)

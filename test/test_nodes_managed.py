@@ -125,9 +125,10 @@ def overrides(**values) -> list[Parameter]:
 
 
 def model_params(d: Path, **extra) -> list[Parameter]:
-    """Bag-stamped frames on the wall clock: offline (no freshness drops, no deadline loop)."""
+    """Bag-stamped frames replayed without a /clock: sim time at zero (no stamp check against
+    the node's clock) and offline (no freshness drops)."""
     return overrides(weights=str(d / "admn.pt"), sensor_reliability="reliable", max_age_s=0.0,
-                     **extra)
+                     use_sim_time=True, **extra)
 
 
 # ------------------------------------------------------------------ parameters

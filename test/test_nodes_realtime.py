@@ -227,16 +227,25 @@ class Img:
         self.data = arr.tobytes()
 
 
-def make_sample(stamp: int, truncated: bool = False) -> SyncedSample:
+def make_sample(stamp: int) -> SyncedSample:
+    """A synchronised sample as the nodes hold it: frames decoded on arrival."""
+    from admn_ros.nodes.images import decode
+
     rng = np.random.default_rng(stamp % 1000)
     msgs = {}
     for n in NODES:
         msgs[(n, "rgb")] = Img(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "rgb8")
         msgs[(n, "depth")] = Img(rng.integers(500, 4000, (32, 32), dtype=np.uint16), "16UC1")
         msgs[(n, "radar")] = Img(rng.random((16, 16), dtype=np.float32) + 0.1, "32FC1")
-    if truncated:
-        msgs[("node1", "rgb")].data = msgs[("node1", "rgb")].data[:100]
-    return SyncedSample(stamp, msgs, dict.fromkeys(msgs, stamp))
+    frames = {k: decode(k[1], m).array for k, m in msgs.items()}
+    return SyncedSample(stamp, frames, dict.fromkeys(frames, stamp))
+
+
+def truncated_rgb() -> Img:
+    """An rgb8 frame whose data is shorter than its size says."""
+    img = Img(np.zeros((32, 32, 3), np.uint8), "rgb8")
+    img.data = img.data[:100]
+    return img
 
 
 @pytest.fixture
@@ -276,7 +285,7 @@ class Raising:
         raise TypeError("raised on purpose")
 
 
-def fusion_job(node, stamp: int, layers: int | None = None, truncated: bool = False):
+def fusion_job(node, stamp: int, layers: int | None = None):
     """A paired (stamp, sample, allocation) job of `layers` blocks (default all)."""
     from admn_ros.msg import LayerAllocation
 
@@ -286,7 +295,7 @@ def fusion_job(node, stamp: int, layers: int | None = None, truncated: bool = Fa
         active[j % cfg.num_modalities, j // cfg.num_modalities] = True
     msg = LayerAllocation(modalities=list(cfg.modalities), layers_per_modality=cfg.depth,
                           active=active.flatten().tolist(), budget=int(active.sum()))
-    return stamp, make_sample(stamp, truncated), msg
+    return stamp, make_sample(stamp), msg
 
 
 def test_a_type_error_in_a_job_is_counted_and_the_fusion_node_goes_on(ros, cv_bridge_decoder):
@@ -298,8 +307,10 @@ def test_a_type_error_in_a_job_is_counted_and_the_fusion_node_goes_on(ros, cv_br
                                            Parameter("target_period_s", value=0.0)])
     try:
         real = node.localiser
+        now = node.get_clock().now().nanoseconds
+        assert node.arrivals(("node1", "rgb"), now, truncated_rgb()) is None  # counted on arrival
         for i in range(6):
-            node.worker.put(i, fusion_job(node, i, truncated=(i == 1)))
+            node.worker.put(i, fusion_job(node, i))
         assert node.worker.wait_idle(60.0)
         node.localiser = Raising(real)
         node.worker.put(6, fusion_job(node, 6))
@@ -309,7 +320,7 @@ def test_a_type_error_in_a_job_is_counted_and_the_fusion_node_goes_on(ros, cv_br
         assert node.worker.wait_idle(60.0)
         drops = node.drops.snapshot()
         assert drops == {"bad_size": 1, "error_TypeError": 1}
-        assert node.poses == 6  # every other sample, before and after
+        assert node.poses == 7  # every other sample, before and after
         assert node.worker.health().alive
     finally:
         node.destroy_node()
@@ -324,8 +335,10 @@ def test_a_type_error_in_a_job_is_counted_and_the_controller_node_goes_on(ros,
     node = ControllerNode(parameter_overrides=[Parameter("max_age_s", value=0.0),
                                                Parameter("initial_budget", value=12)])
     try:
-        for i in range(5):
-            node.on_sample(make_sample(node.get_clock().now().nanoseconds, truncated=(i == 2)))
+        now = node.get_clock().now().nanoseconds
+        assert node.inputs.arrivals(("node1", "rgb"), now, truncated_rgb()) is None
+        for _ in range(5):
+            node.on_sample(make_sample(node.get_clock().now().nanoseconds))
         real = node.allocator
         assert node.worker.wait_idle(60.0)
         node.allocator = Raising(real)
@@ -335,7 +348,7 @@ def test_a_type_error_in_a_job_is_counted_and_the_controller_node_goes_on(ros,
         node.on_sample(make_sample(node.get_clock().now().nanoseconds))
         assert node.worker.wait_idle(60.0)
         assert node.drops.snapshot() == {"bad_size": 1, "error_TypeError": 1}
-        assert node.stats["allocations"] == 5 and node.worker.health().alive
+        assert node.stats["allocations"] == 6 and node.worker.health().alive
         assert real.budgets()  # learned: the universal controller chose the blocks
     finally:
         node.destroy_node()
@@ -402,14 +415,6 @@ class Gated(Raising):
         return self.real(*args)
 
 
-class Stamped:
-    def __init__(self, ns: int) -> None:
-        from std_msgs.msg import Header
-
-        self.header = Header()
-        self.header.stamp.sec, self.header.stamp.nanosec = divmod(ns, NS)
-
-
 def test_flooding_the_controllers_sensor_topic_keeps_its_queues_bounded(ros):
     from rclpy.parameter import Parameter
 
@@ -423,25 +428,28 @@ def test_flooding_the_controllers_sensor_topic_keeps_its_queues_bounded(ros):
         assert gated.entered.wait(60.0)
         key = ("node1", "rgb")
         for i in range(10 * 150):  # 10 s of one camera topic at 10x its rate
-            node.inputs.add(key, Stamped(i * PERIOD_NS // 10))
+            node.inputs.add(key, i * PERIOD_NS // 10, sample.msgs[key])
             node.on_sample(SyncedSample(i, sample.msgs, sample.stamps))
         queues = [len(q) for q in node.inputs.sync.sync.queues]
         assert max(queues) <= node.get_parameter("sync_queue_size").value
         assert node.worker.health().queued <= node.get_parameter("max_queue").value
-        assert node.drops.snapshot() == {"queue_full": 10 * 150 - node.worker.health().queued}
+        drops = node.drops.snapshot()  # the flooded topic's sets never complete: counted too
+        assert drops["queue_full"] == 10 * 150 - node.worker.health().queued
+        assert set(drops) == {"queue_full", "incomplete_set"}
     finally:
         gated.gate.set()
         node.destroy_node()
 
 
 
-def test_a_frame_shared_by_samples_is_decoded_and_preprocessed_once(monkeypatch):
+def test_a_frame_shared_by_samples_is_preprocessed_once(monkeypatch):
     from admn_ros.data.preprocess import Preprocess
     from admn_ros.nodes import samples
 
-    decoded = []
-    real = samples.decode
-    monkeypatch.setattr(samples, "decode", lambda m, msg: (decoded.append(m), real(m, msg))[1])
+    prepared = []
+    real = Preprocess.numpy
+    monkeypatch.setattr(Preprocess, "numpy",
+                        lambda self, m, a: (prepared.append(m), real(self, m, a))[1])
     prepare = samples.Prepared(Preprocess.from_config(16))
     first, second = make_sample(1), make_sample(2)
     for n in NODES:  # the second camera set shares the first one's radar frames
@@ -449,7 +457,7 @@ def test_a_frame_shared_by_samples_is_decoded_and_preprocessed_once(monkeypatch)
         second.stamps[(n, "radar")] = first.stamps[(n, "radar")]
     a = samples.sample_inputs(first, ["rgb", "depth", "radar"], list(NODES), prepare)
     b = samples.sample_inputs(second, ["rgb", "depth", "radar"], list(NODES), prepare)
-    assert decoded.count("radar") == 3 and decoded.count("rgb") == 6
+    assert prepared.count("radar") == 3 and prepared.count("rgb") == 6
     assert torch.equal(a["radar"], b["radar"]) and not torch.equal(a["rgb"], b["rgb"])
 
 

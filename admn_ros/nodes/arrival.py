@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from admn_ros.nodes.images import InputError, decode
+from admn_ros.nodes.images import InputError, decode, drop_reason
 
 NS = 1_000_000_000
 GAP_INTERVALS = 16  # recent stamp intervals per topic; their median is the topic's period
@@ -120,10 +120,11 @@ class Arrivals:
         try:
             check_stamp(stamp_ns, self.clock_ns(), self.ahead_ns, self.behind_ns)
             frame = decode(key[1], msg, self.max_invalid_share)
-        except InputError as exc:
+        except Exception as exc:  # any decoder error is this frame's fault, never the node's
+            reason = drop_reason(exc)
             with self._lock:
-                st.dropped[exc.reason] += 1
-            self.drop(exc.reason, f"{self.topics[key]}: {exc}")
+                st.dropped[reason] += 1
+            self.drop(reason, f"{self.topics[key]}: {exc}")
             if self.on_reject is not None:
                 self.on_reject(key, stamp_ns)
             return None

@@ -38,6 +38,12 @@ class InputError(ValueError):
         self.reason = reason
 
 
+def drop_reason(exc: BaseException) -> str:
+    """The drop counter's key for an exception raised on one frame or job: an InputError's
+    reason, else `error_<ExceptionType>`."""
+    return exc.reason if isinstance(exc, InputError) else f"error_{type(exc).__name__}"
+
+
 @dataclass
 class Frame:
     """A decoded frame; `invalid_share` = share of depth pixels without a reading (None for

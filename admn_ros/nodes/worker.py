@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from admn_ros.nodes.images import InputError
+from admn_ros.nodes.images import drop_reason
 
 J = TypeVar("J")
 NS = 1_000_000_000
@@ -57,11 +57,6 @@ def set_torch_threads(requested: int, processes: int) -> int:
     n = torch_threads(requested, processes)
     torch.set_num_threads(n)
     return n
-
-
-def drop_reason(exc: BaseException) -> str:
-    """The drop counter's key for an exception raised by a job."""
-    return exc.reason if isinstance(exc, InputError) else f"error_{type(exc).__name__}"
 
 
 @dataclass

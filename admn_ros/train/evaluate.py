@@ -656,7 +656,8 @@ def plot_comparisons(res: dict, out_dir: Path) -> Path | None:
         ax.set_xlabel("budget L")
         ax.set_ylabel("error difference (cm); < 0: ADMN better")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6)
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize=6)
     return save_figure(fig, out_dir / f"{res['recipe']}_comparisons.png")
 
 

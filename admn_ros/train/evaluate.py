@@ -41,12 +41,13 @@ from admn_ros.train.bootstrap import paired_block_bootstrap, verdict
 from admn_ros.train.config import TrainConfig, default_budgets, validate
 from admn_ros.train.data import Split, load_split
 from admn_ros.train.evaluate_baselines import (
+    attach_intervals,
     baseline_lines,
     evaluate_baselines,
     plot_error_vs_gflops,
 )
 from admn_ros.train.figures import save_figure
-from admn_ros.train.runner import CachingRunner, noise_generator
+from admn_ros.train.runner import CachingRunner, eval_order, noise_generator
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
 
@@ -130,12 +131,6 @@ def check_budget_ranges(models: EvalModels, budgets: list[int]) -> None:
 def policy_names(model_cfg: ModelConfig) -> list[str]:
     return ["upper_bound", "admn", "admn_universal", "admn_ae", "naive", "random",
             "best_static", *[f"single_{m}" for m in model_cfg.modalities]]
-
-
-def eval_order(n: int, limit: int | None) -> Tensor:
-    """Indices of `limit` frames evenly spaced over a split of n (all: None or >= n)."""
-    m = n if limit is None else min(n, limit)
-    return torch.linspace(0, n - 1, m).round().long().unique()
 
 
 def check_tuning_split(split: Split) -> None:
@@ -227,6 +222,7 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
 
     tables: dict[str, dict[str, dict[str, dict]]] = {}
     comparisons: dict[str, dict[str, dict]] = {}
+    admn_first_seed: dict[str, dict[int, Tensor]] = {}  # ADMN's errors for the baselines' CIs
     bounds: dict[str, dict[str, dict]] = {}
     for k, kind in enumerate(NOISE_SETTINGS):
         fams = {n: c for n, c in families.items()
@@ -264,6 +260,8 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
                       for key, seeds in errs.items()}
         tables[kind] = table_rows(names, budgets, per_sample, flops, ev)
         comparisons[kind] = compare_rows(per_sample, budgets, models, ev)
+        admn_first_seed[kind] = {b: per_sample[(admn_row(per_sample, b), b)][0]
+                                 for b in budgets if admn_row(per_sample, b)}
         bounds[kind] = {n: bound_cells(sc, tuned[kind]["families"][n])
                         for n, sc in scores.items()}
 
@@ -271,21 +269,23 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
     run_dir = Path(weights) if weights else cfg.path(cfg.out_dir)
     baselines = evaluate_baselines(cfg, model_cfg, split, order, run_dir, NOISE_SETTINGS,
                                    progress, tune_split=tune)
-    return {"recipe": cfg.recipe, "total_blocks": model_cfg.total_blocks, "budgets": budgets,
-            "tables": tables, "comparisons": comparisons, "bounds": bounds,
-            "samples": len(order), "split": ev.split, "quick": quick,
-            "tune_split": ev.tune_split, "tune_samples": len(eval_order(len(tune),
-                                                                        ev.tune_samples)),
-            "noise_seed": ev.noise_seed, "noise_repeats": ev.noise_repeats,
-            "bootstrap": {"block": ev.bootstrap_block, "samples": ev.bootstrap_samples,
-                          "level": 0.95},
-            "best_static": {kind: {b: {k2: v for k2, v in cell.items() if k2 != "mask"}
-                                   for b, cell in t["best"].items()}
-                            for kind, t in tuned.items()},
-            "noise_levels": dict(cfg.noise.levels), "weights": models.source,
-            "weight_files": models.files, "allocation": allocation,
-            "controller_gflops": round(cost.controller_flops() / 1e9, 4),
-            "baselines": baselines}
+    res = {"recipe": cfg.recipe, "total_blocks": model_cfg.total_blocks, "budgets": budgets,
+           "tables": tables, "comparisons": comparisons, "bounds": bounds,
+           "samples": len(order), "split": ev.split, "quick": quick,
+           "tune_split": ev.tune_split, "tune_samples": len(eval_order(len(tune),
+                                                                       ev.tune_samples)),
+           "noise_seed": ev.noise_seed, "noise_repeats": ev.noise_repeats,
+           "bootstrap": {"block": ev.bootstrap_block, "samples": ev.bootstrap_samples,
+                         "level": 0.95},
+           "best_static": {kind: {b: {k2: v for k2, v in cell.items() if k2 != "mask"}
+                                  for b, cell in t["best"].items()}
+                           for kind, t in tuned.items()},
+           "noise_levels": dict(cfg.noise.levels), "weights": models.source,
+           "weight_files": models.files, "allocation": allocation,
+           "controller_gflops": round(cost.controller_flops() / 1e9, 4),
+           "baselines": baselines}
+    attach_intervals(res, admn_first_seed, ev)
+    return res
 
 
 CONTROLLER_ROWS = ("admn", "admn_universal", "admn_ae")
@@ -588,8 +588,8 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
             xs = [b for b in budgets if str(b) in row]
             ys = [row[str(b)]["error_cm"] for b in xs]
             style = "--" if name == "upper_bound" else "-o"
-            bars = [[y - row[str(b)]["ci95"][0] for b, y in zip(xs, ys, strict=True)],
-                    [row[str(b)]["ci95"][1] - y for b, y in zip(xs, ys, strict=True)]] \
+            bars = [[max(0.0, y - row[str(b)]["ci95"][0]) for b, y in zip(xs, ys, strict=True)],
+                    [max(0.0, row[str(b)]["ci95"][1] - y) for b, y in zip(xs, ys, strict=True)]] \
                 if all("ci95" in row[str(b)] for b in xs) else None
             ax.errorbar(xs, ys, yerr=bars, fmt=style, label=name, markersize=4, capsize=2)
         splits = res.get("bounds", {}).get(kind, {}).get("splits", {})
@@ -648,15 +648,16 @@ def plot_comparisons(res: dict, out_dir: Path) -> Path | None:
                     ci = cell[other]
                     xs.append(int(b) + 0.12 * (j - len(others) / 2))
                     ys.append(ci["diff_cm"])
-                    lo.append(ci["diff_cm"] - ci["lo"])
-                    hi.append(ci["hi"] - ci["diff_cm"])
+                    lo.append(max(0.0, ci["diff_cm"] - ci["lo"]))  # rounding: never < 0
+                    hi.append(max(0.0, ci["hi"] - ci["diff_cm"]))
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", markersize=3, capsize=2, label=other)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_title(f"{kind} noise: ADMN minus row (95 % CI)")
         ax.set_xlabel("budget L")
         ax.set_ylabel("error difference (cm); < 0: ADMN better")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6)
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize=6)
     return save_figure(fig, out_dir / f"{res['recipe']}_comparisons.png")
 
 

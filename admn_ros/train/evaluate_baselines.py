@@ -38,9 +38,10 @@ from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import make_policy
 from admn_ros.train.config import BASELINE_STAGES, KNOBS, BaselineEval, TrainConfig
 from admn_ros.train.figures import save_figure
-from admn_ros.train.runner import noise_generator
+from admn_ros.train.runner import eval_order, noise_generator
 
 METHOD_LABELS = {"dynmm": "DynMM", "mmexit": "MMExit", "m2sn": "M2SN"}
+ERRORS = "_errors"  # a point's per-frame errors, for the paired intervals (not in the JSON)
 # ADMN rows a baseline point is compared with, in order of preference per budget
 ADMN_REFERENCE = ("admn", "admn_universal")
 
@@ -99,6 +100,7 @@ def run_point(module, method: str, batches, knob: float) -> dict[str, float]:
     """Mean error (cm), GFLOPs and latency (ms per sample) of one operating point."""
     err = flops = seconds = 0.0
     n = 0
+    errors = []
     for x, lowres, target in batches:
         device = target.device
         _sync(device)
@@ -106,11 +108,14 @@ def run_point(module, method: str, batches, knob: float) -> dict[str, float]:
         out = module(x, None if method == "mmexit" else lowres, knob)
         _sync(device)
         seconds += time.perf_counter() - t0
-        err += float((out.pred.mean - target).norm(dim=-1).sum())
+        e = (out.pred.mean - target).norm(dim=-1)
+        errors.append(e)
+        err += float(e.sum())
         flops += float(out.flops.sum())
         n += len(target)
     return {"knob": float(knob), "error_cm": round(err / n, 2),
-            "gflops": round(flops / n / 1e9, 4), "latency_ms": round(1e3 * seconds / n, 3)}
+            "gflops": round(flops / n / 1e9, 4), "latency_ms": round(1e3 * seconds / n, 3),
+            ERRORS: torch.cat(errors)}
 
 
 def admn_budget_flops(model_cfg: ModelConfig, lowres: dict[str, Tensor], budget: int) -> float:
@@ -156,7 +161,7 @@ def evaluate_baselines(cfg: TrainConfig, model_cfg: ModelConfig, split, order: T
                     raise ValueError(f"eval.{method}.budgets: expected the knob calibrated on "
                                      f"a validation split, got "
                                      f"{getattr(tune_split, 'name', None)!r}")
-                tune_order = torch.arange(len(tune_split))[:cfg.eval.tune_samples]
+                tune_order = eval_order(len(tune_split), cfg.eval.tune_samples)
                 held = list(noisy_batches(cfg, model_cfg, tune_split, tune_order, k, kind))
                 test_batches = list(batches())
                 for b in ev.budgets:
@@ -195,6 +200,25 @@ def matched(ref: list[tuple[int, str, float, float]], gflops: float
     return cheaper[-1] if cheaper else None
 
 
+def attach_intervals(res: dict, admn_errors: dict[str, dict[int, Tensor]], ev) -> None:
+    """Each point gets `vs_admn`: its error minus ADMN's at the matched budget on the same frames
+    and corruptions (first seed), with a paired block-bootstrap 95 % interval; the per-frame
+    errors are dropped from the result."""
+    from admn_ros.train.bootstrap import paired_block_bootstrap
+
+    for kind, methods in (res.get("baselines") or {}).items():
+        ref = admn_reference(res["tables"].get(kind, {}), res["budgets"])
+        for points in methods.values():
+            for p in points:
+                errors = p.pop(ERRORS)
+                r = matched(ref, p["gflops"])
+                if r is None or r[0] not in admn_errors.get(kind, {}):
+                    continue
+                ci = paired_block_bootstrap(errors, admn_errors[kind][r[0]],
+                                            ev.bootstrap_block, ev.bootstrap_samples)
+                p["vs_admn"] = dict(ci, budget=r[0], row=r[1])
+
+
 def baseline_lines(res: dict) -> list[str]:
     """Per noise setting: each method's points, each against ADMN at matched compute, and an
     automatic one-line verdict per method."""
@@ -207,7 +231,10 @@ def baseline_lines(res: dict) -> list[str]:
              "(gate / navigator / evaluated exits included); latency is the method's eval "
              "forward per sample on this machine (batched). ADMN column: ADMN's error at the "
              "nearest budget whose GFLOPs are <= the point's (per-budget controller, else the "
-             "universal one), so ADMN never gets more compute than the method.", ""]
+             "universal one), so ADMN never gets more compute than the method. [lo, hi]: 95 % "
+             "paired block-bootstrap interval of the method's error minus ADMN's (first "
+             "corruption seed; a win or loss counts only when it excludes 0 in the verdict "
+             "intervals).", ""]
     for kind, methods in base.items():
         ref = admn_reference(res["tables"].get(kind, {}), res["budgets"])
         lines += [f"### {kind} noise", "",
@@ -236,6 +263,9 @@ def baseline_lines(res: dict) -> list[str]:
                     else:
                         losses += 1
                         vs = f"loses by {gap:.1f} cm"
+                    ci = p.get("vs_admn")
+                    if ci:
+                        vs += f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
                 lines.append(f"| {method} | {knob} | {p['error_cm']:.1f} | {p['gflops']:.3f} | "
                              f"{p['latency_ms']:.2f} | {cmp_cell} | {vs} |")
             label = METHOD_LABELS[method]

@@ -57,3 +57,9 @@ def noise_generator(seed: int, kind_index: int, repeat: int) -> torch.Generator:
     """The corruption draws of one noise setting and repeat: every policy row (and the
     competing methods, on repeat 0) sees the same corrupted inputs."""
     return torch.Generator().manual_seed(seed + 1009 * kind_index + 7919 * repeat)
+
+
+def eval_order(n: int, limit: int | None) -> Tensor:
+    """Indices of `limit` frames evenly spaced over a split of n (all: None or >= n)."""
+    m = n if limit is None else min(n, limit)
+    return torch.linspace(0, n - 1, m).round().long().unique()

@@ -46,6 +46,14 @@ def accounting(published_sets: int, ctl: dict[str, str], fus: dict[str, str]) ->
             "allocations": int(ctl.get("allocations", 0))}
 
 
+def outcomes(values: dict[str, str]) -> dict[str, str]:
+    """The counters that say what became of the sets (not CPU time or worker ages, which move
+    on while the graph is idle)."""
+    return {k: v for k, v in values.items()
+            if k in ("samples", "allocations", "poses", "held", "waiting")
+            or k.startswith("dropped.")}
+
+
 def run_live(bag: Path, sets: int = 0, rate: float = 1.0, budget: str = "6",
              weights: str = "", controller_weights: list[str] | None = None,
              timeout_s: float = 600.0) -> dict:
@@ -82,7 +90,7 @@ def run_live(bag: Path, sets: int = 0, rate: float = 1.0, budget: str = "6",
             published = json.loads(replay.stdout.strip().splitlines()[-1])["sets"]
             last, since = None, time.monotonic()
             while time.monotonic() - since < SETTLE_S and time.monotonic() < deadline:
-                now = (listener.get("admn_controller"), listener.get("admn_fusion"))
+                now = tuple(outcomes(listener.get(n)) for n in ("admn_controller", "admn_fusion"))
                 if now != last:
                     last, since = now, time.monotonic()
                 time.sleep(POLL_S)

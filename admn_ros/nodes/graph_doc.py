@@ -31,7 +31,7 @@ DEMO_INJECT = "config/inject/demo_blind_rgb.yaml"  # what scripts/demo.sh passes
 DEMO_PROFILE = "config/power/demo_steps.yaml"
 HIDDEN = ("/rosout", "/parameter_events")  # every rclpy node has them; rqt_graph hides them
 NOTED = ("/clock", "/diagnostics")  # on every node: named under the drawing, not drawn
-BUDGET_TYPE = "admn_ros/ComputeBudget"
+BUDGET_TOPIC = "/admn/budget"  # the budget in force: its publisher reads the power headroom
 ALLOCATION_TYPE = "admn_ros/LayerAllocation"
 POWER = "power_rails"  # the hardware end of the budget loop (not a ROS entity)
 
@@ -145,7 +145,7 @@ def mermaid(nodes: list[str], eps: list[Endpoint], budget_source: str) -> str:
         lines.append("  " + " --> ".join(filter(None, (ends(pubs, first), box, ends(subs, first)))))
     # the budget loop: the nodes that compute draw power, the power monitor reads the headroom
     compute = {e.node for e in eps if e.msg_type == ALLOCATION_TYPE}
-    monitors = {e.node for e in eps if e.publishes and e.msg_type == BUDGET_TYPE}
+    monitors = {e.node for e in eps if e.publishes and e.topic == BUDGET_TOPIC}
     lines.append(f'  {ends(compute, first)} -. power draw .-> '
                  f'{POWER}{{{{"power rails<br/><i>source: {budget_source}</i>"}}}}:::hw '
                  f'-. headroom .-> {ends(monitors, first)}')

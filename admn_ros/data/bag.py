@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -402,4 +402,4 @@ def _mocap_object(idx: int, typ: str, pos: np.ndarray, rot: np.ndarray) -> dict:
 
 
 def _stamp_str(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000.0, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return datetime.fromtimestamp(ms / 1000.0, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -386,7 +386,7 @@ def _mocap_json(scene: SceneConfig, renderers: dict[str, NodeRenderer], xz: np.n
 
     Node rotations map global to local (GDTM's convention): the transpose of node -> world.
     """
-    stamp = datetime.fromtimestamp(stamp_ms / 1000.0, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    stamp = datetime.fromtimestamp(stamp_ms / 1000.0, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
     objs = []
     for k, (_name, r) in enumerate(renderers.items()):
         g2l = r.camera.rotation.T

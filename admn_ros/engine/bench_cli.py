@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         threads = 1
     threads = None if threads == 0 else threads
     model, controller, weights = load_modules(args)
-    now = dt.datetime.now(dt.UTC).astimezone()
+    now = dt.datetime.now(dt.timezone.utc).astimezone()
     meta = {
         "machine": machine_name(),
         "date": now.isoformat(timespec="seconds"),

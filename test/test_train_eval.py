@@ -184,6 +184,35 @@ def test_allocation_candidates() -> None:
     assert all(m.numpy().tobytes() in keys for m in split_candidates(3, 4, 5))
 
 
+def test_premise_curves_agree_with_the_table(report):
+    """Depth curves (issue 20) on the tables' frames and first corruption seed: at k = D every
+    backbone runs all blocks (upper bound); at k = 2 of 3 modalities, the naive split of 6."""
+    out, res = report
+    pre = res["premise"]
+    assert pre["blocks"] == [0, 1, 2, 3] and set(pre["curves"]) == {"clean", "binary"}
+    binary, table = pre["curves"]["binary"], res["tables"]["binary"]
+    assert set(binary) == {"all", "rgb", "depth", "radar"}
+    assert binary["all"][3] == pytest.approx(table["upper_bound"]["6"]["seed_error_cm"][0],
+                                             abs=0.02)
+    assert binary["all"][2] == pytest.approx(table["naive"]["6"]["seed_error_cm"][0], abs=0.02)
+    assert binary["all"][0] == binary["rgb"][0] == binary["rgb"][1]  # min_blocks 1: k=0 is k=1
+    assert pre["curves"]["clean"]["all"] != binary["all"]
+    assert "## Does depth matter?" in (out / "tiny.md").read_text()
+    assert (out / "tiny_premise.png").stat().st_size > 1000
+
+
+def test_premise_counts_follow_min_blocks() -> None:
+    from admn_ros.core.config import load_model_config
+    from admn_ros.train.premise import premise_counts
+
+    cfg = load_model_config("config/model/demo_min0.yaml")
+    counts = premise_counts(cfg)
+    assert counts["all"][0] == [0, 0, 0] and counts["all"][8] == [8, 8, 8]
+    assert counts["depth"][3] == [0, 3, 0]
+    one = premise_counts(load_model_config("config/model/demo.yaml"))
+    assert one["all"][0] == [1, 1, 1] and one["radar"][5] == [1, 1, 5]
+
+
 def test_eval_rows_share_the_fixed_corruption(run):
     from admn_ros.train.evaluate import evaluate
 
@@ -207,6 +236,7 @@ def test_eval_budget_outside_controller_range(run):
     ({"budgets": [99]}, r"eval\.budgets"),
     ({"exhaustive_max_masks": -1}, r"eval\.exhaustive_max_masks"),
     ({"exhaustive_noise": ["foggy"]}, r"exhaustive_noise"),
+    ({"premise_noise": ["foggy"]}, r"eval\.premise_noise"),
 ])
 def test_bad_eval_section(run, change, match):
     from admn_ros.train.config import validate

@@ -23,6 +23,7 @@ from admn_ros.core.config import (
     load_yaml,
     to_dict,
 )
+from admn_ros.core.noise import NOISE_KINDS
 from admn_ros.paths import share_dir
 
 BASELINE_STAGES = ("dynmm", "mmexit", "m2sn")  # competing methods (docs/BASELINES.md)
@@ -135,6 +136,9 @@ class EvalSection:
     # (block 0 on) where a budget has at most `exhaustive_max_masks` (0: never), under these
     exhaustive_max_masks: int = 0
     exhaustive_noise: list[NoiseKind] = field(default_factory=lambda: ["binary"])
+    # does depth matter (train/premise.py): error vs blocks per backbone, on the evaluated
+    # frames, in these settings (`clean` or a noise kind; empty: not measured)
+    premise_noise: list[str] = field(default_factory=lambda: ["clean", "binary"])
     # competing methods: knob sweeps (empty sweep and budgets: not evaluated)
     dynmm: BaselineEval = field(default_factory=lambda: BaselineEval(
         sweep=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))
@@ -208,6 +212,10 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
         raise ValueError(f"eval: expected noise_repeats, quick_samples, bootstrap_block and "
                          f"bootstrap_samples >= 1, got {ev.noise_repeats}, {ev.quick_samples}, "
                          f"{ev.bootstrap_block}, {ev.bootstrap_samples}")
+    bad = [k for k in ev.premise_noise if k not in ("clean", *NOISE_KINDS)]
+    if bad:
+        raise ValueError(f"eval.premise_noise: expected 'clean' or one of {list(NOISE_KINDS)}, "
+                         f"got {bad}")
     if cfg.eval.exhaustive_max_masks < 0:
         raise ValueError(f"eval.exhaustive_max_masks: expected >= 0, got "
                          f"{cfg.eval.exhaustive_max_masks}")

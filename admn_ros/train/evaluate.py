@@ -47,6 +47,7 @@ from admn_ros.train.evaluate_baselines import (
     plot_error_vs_gflops,
 )
 from admn_ros.train.figures import save_figure
+from admn_ros.train.premise import plot_premise, premise, premise_lines
 from admn_ros.train.runner import CachingRunner, eval_order, noise_generator
 
 NOISE_SETTINGS = ("binary", "discrete", "continuous")
@@ -265,6 +266,10 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
         bounds[kind] = {n: bound_cells(sc, tuned[kind]["families"][n])
                         for n, sc in scores.items()}
 
+    premise_gens = {kind: noise_generator(ev.noise_seed, k, 0)  # Table 1's first seed
+                    for k, kind in enumerate(NOISE_SETTINGS)}
+    depth_curves = premise(runner, split, order, model_cfg, cfg.noise, ev.premise_noise,
+                           premise_gens, ev.batch_size) if ev.premise_noise else {}
     allocation = allocation_sweep(models, cfg, model_cfg, split, order, budgets)
     run_dir = Path(weights) if weights else cfg.path(cfg.out_dir)
     baselines = evaluate_baselines(cfg, model_cfg, split, order, run_dir, NOISE_SETTINGS,
@@ -281,7 +286,7 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
                                   for b, cell in t["best"].items()}
                            for kind, t in tuned.items()},
            "noise_levels": dict(cfg.noise.levels), "weights": models.source,
-           "weight_files": models.files, "allocation": allocation,
+           "weight_files": models.files, "allocation": allocation, "premise": depth_curves,
            "controller_gflops": round(cost.controller_flops() / 1e9, 4),
            "baselines": baselines}
     attach_intervals(res, admn_first_seed, ev)
@@ -460,6 +465,7 @@ def to_markdown(res: dict) -> str:
             cells = [cell_text(row[str(b)]) if str(b) in row else "—" for b in budgets]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += premise_lines(res)
     lines += comparison_lines(res)
     lines += bound_lines(res)
     lines += goal_lines(res)
@@ -605,9 +611,7 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     paths.append(save_figure(fig, out_dir / f"{recipe}_error_vs_budget.png"))
-    comp = plot_comparisons(res, out_dir)
-    if comp is not None:
-        paths.append(comp)
+    paths += [p for p in (plot_comparisons(res, out_dir), plot_premise(res, out_dir)) if p]
 
     alloc = res.get("allocation") or {}
     if alloc:

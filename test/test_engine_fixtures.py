@@ -16,10 +16,11 @@ TINY_CONFIG = ROOT / "config" / "model" / "tiny.yaml"
 TINY = yaml.safe_load(TINY_CONFIG.read_text())
 
 
-def tiny_modules(seed: int = 0) -> tuple[ADMN, Controller]:
-    """Tiny ADMN + controller with a random (non-zero) head so outputs depend on the inputs."""
+def tiny_modules(seed: int = 0, **changes) -> tuple[ADMN, Controller]:
+    """Tiny ADMN + controller with a random (non-zero) head so outputs depend on the inputs;
+    `changes`: model-config keys over the tiny config (e.g. `min_blocks`)."""
     torch.manual_seed(seed)
-    cfg = load_model_config(TINY)
+    cfg = load_model_config({**TINY, **changes})
     model, controller = ADMN(cfg).eval(), Controller(cfg).eval()
     for lin in (model.head.mean, model.head.tril):
         torch.nn.init.normal_(lin.weight, std=0.5)
@@ -34,8 +35,10 @@ def tiny_inputs(cfg, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def masks(cfg, batch: int, seed: int = 0) -> torch.Tensor:
-    """Distinct random bool masks [B, M, D] with block 0 on."""
+    """Distinct random bool masks [B, M, D] with each modality's `min_blocks` on (default:
+    block 0)."""
     g = torch.Generator().manual_seed(seed)
     active = torch.rand(batch, cfg.num_modalities, cfg.depth, generator=g) > 0.5
-    active[..., 0] = True
+    for j, k in enumerate(cfg.min_blocks_list):
+        active[:, j, :k] = True
     return active

@@ -286,12 +286,17 @@ class ModelConfig:
         return self.num_modalities * self.backbone.depth
 
     @property
+    def network_budget_range(self) -> tuple[int, int]:
+        """(fewest, most) active blocks the network can run: (max(1, sum(min_blocks)), M * D)."""
+        return max(1, sum(self.min_blocks_list)), self.total_blocks
+
+    @property
     def budget_range(self) -> tuple[int, int]:
-        """(min, max) budget the controller accepts."""
+        """(min, max) budget the controller accepts (default: `network_budget_range`)."""
         c = self.controller
-        lo = max(1, sum(self.min_blocks_list)) if c.budget_min is None else c.budget_min
-        hi = self.total_blocks if c.budget_max is None else c.budget_max
-        return lo, hi
+        lo, hi = self.network_budget_range
+        return (lo if c.budget_min is None else c.budget_min,
+                hi if c.budget_max is None else c.budget_max)
 
 
 def _positive(name: str, value: float) -> None:
@@ -354,7 +359,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if bad:
         raise ValueError(f"min_blocks: expected 0..{b.depth} blocks for modalities in "
                          f"{cfg.modalities}, got {bad}")
-    m, total = max(1, sum(cfg.min_blocks_list)), cfg.num_modalities * b.depth
+    m, total = cfg.network_budget_range
     lo, hi = cfg.budget_range
     if not m <= lo <= hi <= total:
         raise ValueError(

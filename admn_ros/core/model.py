@@ -10,7 +10,7 @@ from admn_ros.core.config import ModelConfig
 from admn_ros.core.fusion import Fusion, GaussianHead, GaussianPrediction, gaussian_loss
 from admn_ros.core.vit import BLOCK0_ON_TOL, TOKEN_INIT_STD, VisionTransformer
 
-__all__ = ["ADMN", "GaussianPrediction", "check_inputs", "downsample"]
+__all__ = ["ADMN", "GaussianPrediction", "check_forced", "check_inputs", "downsample"]
 
 
 def check_inputs(inputs: dict[str, Tensor], cfg: ModelConfig, img_size: int,
@@ -56,6 +56,15 @@ def blocks_text(k: int) -> str:
     return "block 0" if k == 1 else f"blocks 0..{k - 1}"
 
 
+def check_forced(active: Tensor, cfg: ModelConfig, what: str = "active") -> None:
+    """ValueError unless each modality's first `min_blocks` blocks are on in a mask
+    [..., M, D] (bool, or float within `BLOCK0_ON_TOL` of 1); a modality with 0 needs none."""
+    for i, (m, k) in enumerate(zip(cfg.modalities, cfg.min_blocks_list, strict=True)):
+        if k and not bool(((active[..., i, :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
+            raise ValueError(f"{what}: expected {blocks_text(k)} of {m} active (min_blocks "
+                             f"{k}), got inactive")
+
+
 class ADMN(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -91,10 +100,7 @@ class ADMN(nn.Module):
             raise ValueError(f"active: expected [{m}, {d}] or [B, {m}, {d}], got {got}")
         if active.dim() == 2 and active.dtype != torch.bool:
             raise ValueError(f"active [{m}, {d}]: expected dtype bool, got {active.dtype}")
-        for i, k in enumerate(self.cfg.min_blocks_list):
-            if k and not bool(((active[..., i, :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
-                raise ValueError(f"active: expected {blocks_text(k)} of every modality active "
-                                 f"(min_blocks), got inactive")
+        check_forced(active, self.cfg)
 
     # ---------------------------------------------------------------- forward
     def encode(self, modality: str, x: Tensor, active: Tensor | None = None) -> Tensor:

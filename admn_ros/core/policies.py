@@ -26,7 +26,7 @@ class Policy(ABC):
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
-        self.budget_range = (max(1, sum(cfg.min_blocks_list)), cfg.total_blocks)
+        self.budget_range = cfg.network_budget_range
 
     def batch_size(self, lowres: dict[str, Tensor]) -> int:
         if not isinstance(lowres, dict) or set(lowres) != set(self.cfg.modalities):
@@ -137,7 +137,7 @@ class SinglePolicy(Policy):
         self.name = f"single:{modality}"
         low = cfg.min_blocks_list
         others = sum(low) - low[self.index]  # the others' min_blocks + all blocks of this one
-        self.budget_range = (max(1, sum(low)), others + cfg.depth)
+        self.budget_range = (cfg.network_budget_range[0], others + cfg.depth)
 
     def allocate(self, lowres: dict[str, Tensor], budget: Tensor) -> Tensor:
         low, d = self.cfg.min_blocks_list, self.cfg.depth

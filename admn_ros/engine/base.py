@@ -11,7 +11,8 @@ running every sample alone.
 
 `step` keeps the controller off the critical path on CPU: it runs on a second thread (its
 downsampling inside its graph) while the calling thread runs what every allocation needs
-anyway, the stem and block 0 of each modality; the rest of the blocks follow its mask.
+anyway, the stem and the first `min_blocks` blocks of each modality (default: block 0; none
+with `min_blocks` 0); the rest of the blocks follow its mask.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from admn_ros.core.controller import Controller, check_budget, forced_slots, gumbel_top_l
-from admn_ros.core.model import ADMN, GaussianPrediction, downsample
+from admn_ros.core.model import ADMN, GaussianPrediction, check_forced, downsample
 from admn_ros.core.policies import make_policy
 from admn_ros.engine.parts import ControllerPart, FusionPart, HeadPart, StemPart
 from admn_ros.engine.timing import now_ms
@@ -133,8 +134,9 @@ class Engine:
         num_threads: if set, `torch.set_num_threads` (process-wide) for CPU inference.
         check_finite: also reject NaN/inf inputs (one cheap pass over the inputs).
         overlap: in `step` on CPU, run the controller on a second thread while the work that
-            does not depend on its mask (patch embeddings and block 0 of every modality)
-            runs on the calling one; False: one after the other (the reference path).
+            does not depend on its mask (patch embeddings and each modality's first
+            `min_blocks` blocks, default block 0) runs on the calling one; False: one after
+            the other (the reference path).
     """
 
     name = "eager"
@@ -151,6 +153,12 @@ class Engine:
         if controller is not None and controller.cfg.modalities != model.cfg.modalities:
             raise ValueError(f"controller: expected modalities {model.cfg.modalities}, "
                              f"got {controller.cfg.modalities}")
+        if controller is not None and any(
+                c < k for c, k in zip(controller.cfg.min_blocks_list, model.cfg.min_blocks_list,
+                                      strict=True)):
+            raise ValueError(f"controller: expected min_blocks >= the model's "
+                             f"{model.cfg.min_blocks_list} (its masks must keep the model's "
+                             f"forced blocks), got {controller.cfg.min_blocks_list}")
         self.device = parse_device(device)
         self.precision = precision
         self.dtype = check_precision(precision, self.device)
@@ -171,8 +179,11 @@ class Engine:
         self.controller = None if controller is None else self._prepare_module(controller)
         self.policy = None if controller is not None else make_policy(FALLBACK_POLICY, self.cfg)
         self.budget_range = (self.cfg.budget_range if controller is not None
-                             else (self.cfg.num_modalities, self.cfg.total_blocks))
-        self._forced = forced_slots(self.cfg.num_modalities, self.depth, self.device)
+                             else self.policy.budget_range)
+        self.min_blocks = self.cfg.min_blocks_list  # per modality: the blocks that always run
+        # the controller's own forced slots, so `_select` picks what `Controller.forward` does
+        self._forced = None if controller is None else forced_slots(
+            self.cfg.num_modalities, self.depth, self.device, controller.cfg.min_blocks_list)
         self.startup_s: float | None = None
         self._t_created = time.perf_counter()
         # --- parts, each turned callable by the backend ---
@@ -267,8 +278,7 @@ class Engine:
             active = active.expand(batch, m, d)
         elif active.shape[0] != batch:
             raise ValueError(f"active: expected batch size {batch}, got {active.shape[0]}")
-        if not bool(active[..., 0].all()):
-            raise ValueError("active: expected block 0 of every modality active, got inactive")
+        check_forced(active, self.cfg)
         return active
 
     def to_device(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -338,19 +348,26 @@ class Engine:
         return self._controller_pool
 
     def _embed(self, xs: list[Tensor]) -> list[Tensor]:
-        """The mask-independent start of every backbone: stem and block 0 (always active),
-        per modality on all B*S views at once -> tokens [B*S, T, E]."""
-        return [self.blocks[m][0](self.stems[m](x.flatten(0, 1)))
-                for m, x in zip(self.modalities, xs, strict=True)]
+        """The mask-independent start of every backbone: the stem and the first `min_blocks`
+        blocks (always active; just the stem with 0), per modality on all B*S views at once
+        -> tokens [B*S, T, E]."""
+        tokens = []
+        for m, k, x in zip(self.modalities, self.min_blocks, xs, strict=True):
+            t = self.stems[m](x.flatten(0, 1))
+            for block in self.blocks[m][:k]:
+                t = block(t)
+            tokens.append(t)
+        return tokens
 
     def _encode(self, tokens: list[Tensor], active: Tensor) -> list[Tensor]:
-        """Blocks 1.. and heads on the tokens of `_embed` -> features [B, S, E] per modality;
-        `active` bool [B, M, D] on the CPU."""
+        """The blocks after the first `min_blocks` and the heads on the tokens of `_embed`
+        -> features [B, S, E] per modality; `active` bool [B, M, D] on the CPU."""
         feats = []
         batch, s = active.shape[0], self.num_nodes
         rows = active.tolist()  # one host-side plan, no per-block device syncs
-        for j, (m, x) in enumerate(zip(self.modalities, tokens, strict=True)):
-            for i, block in enumerate(self.blocks[m][1:], 1):
+        for j, (m, first, x) in enumerate(zip(self.modalities, self.min_blocks, tokens,
+                                              strict=True)):
+            for i, block in enumerate(self.blocks[m][first:], first):
                 on = [k for k in range(batch) if rows[k][j][i]]
                 if len(on) == batch:
                     x = block(x)
@@ -393,8 +410,8 @@ class Engine:
     def step(self, inputs: dict[str, Tensor], budget: int | Tensor) -> StepResult:
         """Controller (downsampling included) -> backbones -> fusion, with per-part timings
         (ms). With `overlap` on CPU the controller runs on its own thread meanwhile the
-        stems and blocks 0 run here; `controller_ms` is then the wait for its mask (its
-        share of the critical path) and `controller_total_ms` its own run time."""
+        stems and the first `min_blocks` blocks run here; `controller_ms` is then the wait for
+        its mask (its share of the critical path) and `controller_total_ms` its own run time."""
         batch = self.check_inputs(inputs)
         budget = self._budget(budget, batch)
         self._begin_run()

@@ -37,15 +37,16 @@ class Allocator:
         self.policy_name = policy
 
     def check_budget(self, layers: int) -> None:
-        lo, hi = self.cfg.num_modalities, self.cfg.total_blocks  # what the network can run
+        lo, hi = self.cfg.network_budget_range  # what the network can run
         if not lo <= layers <= hi:
             raise ValueError(f"budget {layers} is impossible: expected {lo} <= L <= {hi} "
-                             f"({self.cfg.num_modalities} modalities x {self.cfg.depth} blocks)")
+                             f"({self.cfg.num_modalities} modalities x {self.cfg.depth} blocks, "
+                             f"min_blocks {self.cfg.min_blocks_list})")
 
     def budgets(self) -> list[int]:
         """Every budget this allocator serves: a learned controller's (or the policy's), and
         full depth, which needs no choice."""
-        lo, hi = self.cfg.num_modalities, self.cfg.total_blocks
+        lo, hi = self.cfg.network_budget_range
         return [b for b in range(lo, hi + 1) if b == hi or self.policy is not None
                 or self._covers(b)]
 

@@ -135,7 +135,7 @@ class FusionNode(ManagedNode):
                      ((PoseWithCovarianceStamped, "admn/pose"), (MarkerArray, "admn/markers"),
                       (Path, "admn/path"))]
         self.pose_pub, self.marker_pub, self.path_pub = self.pubs
-        self.deadline = deadline_loop(self.p, model.cfg.num_modalities, model.cfg.total_blocks)
+        self.deadline = deadline_loop(self.p, *model.cfg.network_budget_range)
         self.latency_pub = self.create_lifecycle_publisher(ComputeBudget, "admn/latency_budget",
                                                            LATCHED_QOS)
         self.subs = [self.create_subscription(LayerAllocation, "admn/allocation",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from admn_ros.core.model import ADMN
+from admn_ros.core.model import ADMN, check_forced
 from admn_ros.engine import make_backend
 from admn_ros.engine.timing import now_ms
 from admn_ros.nodes.frames import GROUND_TO_MAP, ground_to_map
@@ -36,8 +36,7 @@ def active_from_msg(flat: list[bool], modalities: list[str], layers: int, model:
         raise ValueError(f"allocation for {list(modalities)} x {layers} ({len(flat)} flags) does "
                          f"not fit the model's {cfg.modalities} x {cfg.depth}")
     active = torch.tensor(list(flat), dtype=torch.bool).view(cfg.num_modalities, cfg.depth)
-    if not bool(active[:, 0].all()):
-        raise ValueError("allocation has block 0 of a modality inactive")
+    check_forced(active, cfg, "allocation")  # the model's `min_blocks` (default: block 0)
     return active
 
 

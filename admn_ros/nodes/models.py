@@ -76,5 +76,4 @@ def controller_budgets(paths: list[str]) -> tuple[list[int] | None, tuple[int, i
     if universal is None and not per_budget:
         return None, None
     cfg = (universal or next(iter(per_budget.values()))).cfg
-    return Allocator(cfg, universal, per_budget).budgets(), (cfg.num_modalities,
-                                                            cfg.total_blocks)
+    return Allocator(cfg, universal, per_budget).budgets(), cfg.network_budget_range

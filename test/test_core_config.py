@@ -74,3 +74,27 @@ def test_config_diff() -> None:
     b.backbone.depth = 6
     b.controller.dim = 64
     assert config_diff(a, b) == ["backbone.depth", "controller.dim"]
+
+
+def test_yaml_base_merges_and_refuses_cycles(tmp_path) -> None:
+    from admn_ros.core.config import load_yaml
+
+    (tmp_path / "a.yaml").write_text("x: 1\nsec: {p: 1, q: [1, 2]}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nsec: {q: [3]}\ny: 2\n")
+    assert load_yaml(tmp_path / "sub" / "b.yaml") == {"x": 1, "y": 2, "sec": {"p": 1, "q": [3]}}
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ValueError, match="includes itself"):
+        load_yaml(tmp_path / "c.yaml")
+
+
+def test_recipe_variants_differ_from_demo_only_where_they_say() -> None:
+    from admn_ros.train.config import load_train_config
+
+    demo, min0 = (load_train_config(f"config/train/{r}.yaml") for r in ("demo", "demo_min0"))
+    assert min0.model_config().min_blocks_list == [0, 0, 0]
+    assert demo.model_config().min_blocks_list == [1, 1, 1]
+    assert (min0.seed, min0.backbone, min0.controller, min0.data) == \
+        (demo.seed, demo.backbone, demo.controller, demo.data)
+    assert min0.models_dir != demo.models_dir

@@ -150,14 +150,30 @@ def main_network_diff(a: Any, b: Any) -> list[str]:
     return [k for k in config_diff(a, b) if k.split(".")[0] != "controller"]
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping. `base: <file>` (relative to this file) starts from that file's keys,
+    which this file's keys override (mappings merged key by key, anything else replaced)."""
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at top level, got {type(data).__name__}")
-    return data
+    if "base" not in data:
+        return data
+    base = Path(path).parent / str(data.pop("base"))
+    if base.resolve() in _seen:
+        raise ValueError(f"{path}: base: {base} includes itself")
+    return merge_mappings(load_yaml(base, (*_seen, Path(path).resolve())), data)
+
+
+def merge_mappings(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `over`'s keys: nested mappings merged, other values replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge_mappings(out[k], v) \
+            if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from admn_ros.train.state import load_training_state
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="recipe YAML")
-    parser.add_argument("--stage", default="backbone", help="stage to repeat")
+    parser.add_argument("--stage", default="backbone", choices=("mae", "backbone"),
+                        help="stage to repeat (one job, trained from scratch)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the stage")
     parser.add_argument("--steps", type=int, default=60, help="steps per epoch")
     parser.add_argument("--out", default="runs/repeat", help="output folder")
@@ -39,10 +40,13 @@ def main() -> None:
                                  max_steps_per_epoch=args.steps)
         cfg = dataclasses.replace(cfg, out_dir=str(Path(args.out) / name),
                                   **{args.stage.replace("-", "_"): st})
-        for path in run_stage(cfg, args.stage):
-            state = load_training_state(path.parent / path.stem / "checkpoint.pt")
-            finals.append({k: v for k, v in state["history"][-1].items() if k.startswith("val_")})
-    a, b = finals[0], finals[-1]
+        outputs = run_stage(cfg, args.stage)
+        if len(outputs) != 1:
+            raise SystemExit(f"train_repeat: expected one output of stage {args.stage}, got "
+                             f"{[str(p) for p in outputs]} (epochs 0 in the recipe?)")
+        state = load_training_state(outputs[0].parent / outputs[0].stem / "checkpoint.pt")
+        finals.append({k: v for k, v in state["history"][-1].items() if k.startswith("val_")})
+    a, b = finals
     diff = {k: abs(a[k] - b[k]) / max(abs(a[k]), 1e-9) for k in a if k in b}
     res = {"config": args.config, "stage": args.stage, "epochs": args.epochs,
            "steps_per_epoch": args.steps, "threads": torch.get_num_threads(),

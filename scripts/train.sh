@@ -41,6 +41,6 @@ done
 echo "== export ($(( $(date +%s) - start )) s)"
 python -m admn_ros.train.weights export --config "$RECIPE"
 echo "== eval ($(( $(date +%s) - start )) s)"
-admn eval --config "$RECIPE" "${EVAL_ARGS[@]}"
+admn eval --config "$RECIPE" ${EVAL_ARGS[@]+"${EVAL_ARGS[@]}"}
 python -m admn_ros.train.weights card --config "$RECIPE" --train-seconds $(( $(date +%s) - start ))
 echo "== done in $(( $(date +%s) - start )) s"

@@ -54,6 +54,23 @@ def test_split_mask_every_other_order() -> None:
     assert torch.equal(naive, split_mask((3, 3, 2), 4))
 
 
+def test_splits_follow_min_blocks() -> None:
+    """min_blocks 0 allows a zero count; min_blocks 2 takes blocks 0..1 first (the forced
+    ones), then every other block, so the mask always passes the model's forced-block check."""
+    assert (0, 4, 4) in count_splits(3, 4, 8, low=[0, 0, 0])
+    assert all(s[2] >= 2 for s in count_splits(3, 4, 8, low=[0, 1, 2]))
+    mask = split_mask((0, 1, 3), 4, low=[0, 1, 2])
+    assert mask.tolist() == [[False] * 4, [True, False, False, False],
+                             [True, True, True, False]]
+    import dataclasses
+
+    from admn_ros.core.model import check_forced
+
+    cfg = dataclasses.replace(CFG, min_blocks={"rgb": 0, "depth": 1, "radar": 2})
+    for name in ("naive", "single:rgb"):
+        check_forced(make_policy(name, cfg)(LOW, 5), cfg)  # no ValueError
+
+
 def test_single_allocation_and_limit() -> None:
     pol = make_policy("single:depth", CFG)
     mask = pol(LOW, 5)[0]

@@ -136,6 +136,9 @@ def test_a_controller_must_keep_the_models_forced_blocks():
     with torch.no_grad():
         out = forcing(downsample(x, model.cfg.controller.img_size), 3, sample=False)
     assert torch.equal(res.mask, out.mask.bool()) and bool(res.mask[..., 0].all())
+    assert engine.budget_range == (3, 9)  # the controller's forced blocks set the floor
+    with pytest.raises(ValueError, match="budget"):
+        engine.step(x, 1)
     shipped_like, _ = tiny_modules()
     with pytest.raises(ValueError, match=r"controller: expected min_blocks >= the model's"):
         make_backend("eager", shipped_like, tiny_modules(min_blocks=LOW)[1], device="cpu")

@@ -189,13 +189,13 @@ def test_premise_curves_agree_with_the_table(report):
     backbone runs all blocks (upper bound); at k = 2 of 3 modalities, the naive split of 6."""
     out, res = report
     pre = res["premise"]
-    assert pre["blocks"] == [0, 1, 2, 3] and set(pre["curves"]) == {"clean", "binary"}
+    assert pre["blocks"] == [1, 2, 3] and set(pre["curves"]) == {"clean", "binary"}
     binary, table = pre["curves"]["binary"], res["tables"]["binary"]
     assert set(binary) == {"all", "rgb", "depth", "radar"}
-    assert binary["all"][3] == pytest.approx(table["upper_bound"]["6"]["seed_error_cm"][0],
-                                             abs=0.02)
-    assert binary["all"][2] == pytest.approx(table["naive"]["6"]["seed_error_cm"][0], abs=0.02)
-    assert binary["all"][0] == binary["rgb"][0] == binary["rgb"][1]  # min_blocks 1: k=0 is k=1
+    assert binary["all"][2] == pytest.approx(table["upper_bound"]["6"]["seed_error_cm"][0],
+                                             abs=0.02)  # k = 3 of 3
+    assert binary["all"][1] == pytest.approx(table["naive"]["6"]["seed_error_cm"][0], abs=0.02)
+    assert binary["all"][0] == binary["rgb"][0]  # k = 1: block 0 everywhere
     assert pre["curves"]["clean"]["all"] != binary["all"]
     assert "## Does depth matter?" in (out / "tiny.md").read_text()
     assert (out / "tiny_premise.png").stat().st_size > 1000
@@ -206,11 +206,11 @@ def test_premise_counts_follow_min_blocks() -> None:
     from admn_ros.train.premise import premise_counts
 
     cfg = load_model_config("config/model/demo_min0.yaml")
-    counts = premise_counts(cfg)
+    counts = premise_counts(cfg)  # k = 0..8
     assert counts["all"][0] == [0, 0, 0] and counts["all"][8] == [8, 8, 8]
     assert counts["depth"][3] == [0, 3, 0]
-    one = premise_counts(load_model_config("config/model/demo.yaml"))
-    assert one["all"][0] == [1, 1, 1] and one["radar"][5] == [1, 1, 5]
+    one = premise_counts(load_model_config("config/model/demo.yaml"))  # k = 1..8
+    assert len(one["all"]) == 8 and one["all"][0] == [1, 1, 1] and one["radar"][4] == [1, 1, 5]
 
 
 def test_eval_rows_share_the_fixed_corruption(run):
@@ -322,3 +322,24 @@ def test_goal_lines_report_each_ratio() -> None:
         in text
     assert "L=6: +10.0 %, L=8: +0.0 %" in text
     assert goal_lines({"tables": {}, "budgets": [6]}) == []
+
+
+def test_allocation_bounds_follow_min_blocks() -> None:
+    from admn_ros.core.config import load_model_config
+    from admn_ros.core.model import check_forced
+    from admn_ros.train.allocation_bounds import (
+        exhaustive_candidates,
+        num_masks,
+        split_candidates,
+    )
+
+    low = [0, 1, 2]
+    masks = exhaustive_candidates(3, 4, 4, low)
+    assert len(masks) == num_masks(3, 4, 4, low) == 9  # 3 forced + 1 of the 9 free slots
+    splits = split_candidates(3, 4, 4, low)
+    keys = {m.numpy().tobytes() for m in masks}
+    assert splits and all(m.numpy().tobytes() in keys for m in splits)
+    cfg = load_model_config("config/model/demo_min0.yaml")
+    assert num_masks(3, 8, 2, cfg.min_blocks_list) == 276  # C(24, 2): a modality may be off
+    for m in exhaustive_candidates(3, 8, 2, cfg.min_blocks_list):
+        check_forced(m, cfg)

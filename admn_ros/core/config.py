@@ -161,7 +161,12 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ValueError(f"{path}: expected a YAML mapping at top level, got {type(data).__name__}")
     if "base" not in data:
         return data
-    base = Path(path).parent / str(data.pop("base"))
+    name = data.pop("base")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{path}: base: expected a file name, got {name!r}")
+    base = Path(path).parent / name
+    if not base.is_file():
+        raise ValueError(f"{path}: base: {name} not found (relative to {Path(path).parent})")
     if base.resolve() in _seen:
         raise ValueError(f"{path}: base: {base} includes itself")
     return merge_mappings(load_yaml(base, (*_seen, Path(path).resolve())), data)

@@ -60,9 +60,14 @@ def check_forced(active: Tensor, cfg: ModelConfig, what: str = "active") -> None
     """ValueError unless each modality's first `min_blocks` blocks are on in a mask
     [..., M, D] (bool, or float within `BLOCK0_ON_TOL` of 1); a modality with 0 needs none."""
     for i, (m, k) in enumerate(zip(cfg.modalities, cfg.min_blocks_list, strict=True)):
-        if k and not bool(((active[..., i, :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
-            raise ValueError(f"{what}: expected {blocks_text(k)} of {m} active (min_blocks "
-                             f"{k}), got inactive")
+        check_forced_row(active[..., i, :], m, k, what)
+
+
+def check_forced_row(active: Tensor, modality: str, k: int, what: str = "active") -> None:
+    """`check_forced` for one modality's blocks [..., D]: its first k must be on."""
+    if k and not bool(((active[..., :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
+        raise ValueError(f"{what}: expected {blocks_text(k)} of {modality} active (min_blocks "
+                         f"{k}), got inactive")
 
 
 class ADMN(nn.Module):
@@ -108,10 +113,8 @@ class ADMN(nn.Module):
         if modality not in self.backbones:
             raise ValueError(f"modality: expected one of {self.cfg.modalities}, got {modality!r}")
         k = self.cfg.min_blocks_list[self.cfg.modalities.index(modality)]
-        if active is not None and k and active.dim() in (1, 2) and active.shape[-1] >= k \
-                and not bool(((active[..., :k].float() - 1).abs() < BLOCK0_ON_TOL).all()):
-            raise ValueError(f"active: expected {blocks_text(k)} of {modality} active "
-                             f"(min_blocks), got inactive")
+        if active is not None and active.dim() in (1, 2) and active.shape[-1] >= k:
+            check_forced_row(active, modality, k)
         return self.backbones[modality](x, active)
 
     def encode_all(self, inputs: dict[str, Tensor], active: Tensor,

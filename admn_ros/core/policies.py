@@ -73,21 +73,26 @@ def every_other(depth: int) -> list[int]:
     return [*range(0, depth, 2), *range(1, depth, 2)]
 
 
-def split_mask(counts: Sequence[int], depth: int) -> Tensor:
-    """bool [M, D]: `counts[m]` blocks of modality m, taken in `every_other` order."""
-    order = every_other(depth)
+def split_mask(counts: Sequence[int], depth: int, low: Sequence[int] | None = None) -> Tensor:
+    """bool [M, D]: `counts[m]` blocks of modality m: its first `low[m]` blocks (the ones
+    `min_blocks` forces; default none), then the others in `every_other` order."""
+    low = low or [0] * len(counts)
     mask = torch.zeros(len(counts), depth, dtype=torch.bool)
-    for j, k in enumerate(counts):
+    for j, (k, lo) in enumerate(zip(counts, low, strict=True)):
+        order = [*range(lo), *(b for b in every_other(depth) if b >= lo)]
         mask[j, order[:k]] = True
     return mask
 
 
-def count_splits(num_modalities: int, depth: int, budget: int) -> list[tuple[int, ...]]:
-    """Every split of `budget` blocks into per-modality counts, each in 1..depth."""
+def count_splits(num_modalities: int, depth: int, budget: int,
+                 low: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Every split of `budget` blocks into per-modality counts, count m in low[m]..depth
+    (default 1..depth)."""
+    low = list(low) if low is not None else [1] * num_modalities
     if num_modalities == 1:
-        return [(budget,)] if 1 <= budget <= depth else []
-    return [(k, *rest) for k in range(1, min(depth, budget) + 1)
-            for rest in count_splits(num_modalities - 1, depth, budget - k)]
+        return [(budget,)] if low[0] <= budget <= depth else []
+    return [(k, *rest) for k in range(low[0], min(depth, budget) + 1)
+            for rest in count_splits(num_modalities - 1, depth, budget - k, low[1:])]
 
 
 class NaivePolicy(Policy):
@@ -99,7 +104,7 @@ class NaivePolicy(Policy):
         d, low = self.cfg.depth, self.cfg.min_blocks_list
         mask = self._empty(len(budget))
         for i, total in enumerate(budget.tolist()):
-            mask[i] = split_mask(even_split(total, low, d), d)
+            mask[i] = split_mask(even_split(total, low, d), d, low)
         return mask
 
 
@@ -145,7 +150,7 @@ class SinglePolicy(Policy):
         mask = self._empty(len(budget))
         for i, total in enumerate(budget.tolist()):
             counts = [total - others if j == self.index else k for j, k in enumerate(low)]
-            mask[i] = split_mask(counts, d)
+            mask[i] = split_mask(counts, d, low)
         return mask
 
 

@@ -178,8 +178,11 @@ class Engine:
         self.model = self._prepare_module(model)
         self.controller = None if controller is None else self._prepare_module(controller)
         self.policy = None if controller is not None else make_policy(FALLBACK_POLICY, self.cfg)
-        self.budget_range = (self.cfg.budget_range if controller is not None
-                             else self.policy.budget_range)
+        if controller is None:
+            self.budget_range = self.policy.budget_range
+        else:  # what the controller accepts and the network can run (each may force blocks)
+            (c_lo, c_hi), (n_lo, n_hi) = controller.cfg.budget_range, self.cfg.network_budget_range
+            self.budget_range = (max(c_lo, n_lo), min(c_hi, n_hi))
         self.min_blocks = self.cfg.min_blocks_list  # per modality: the blocks that always run
         # the controller's own forced slots, so `_select` picks what `Controller.forward` does
         self._forced = None if controller is None else forced_slots(

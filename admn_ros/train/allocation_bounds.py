@@ -2,10 +2,12 @@
 
 Two candidate families at budget L:
 
-- `splits`: every per-modality block count `(k_1, ..., k_M)` (1 <= k_m <= D, sum L), blocks in
-  `every_other` order; the paper's naive allocation is one of them;
-- `exhaustive`: every mask with block 0 of each modality on and L blocks in all (only where
-  there are few enough: C(M (D - 1), L - M) masks).
+- `splits`: every per-modality block count `(k_1, ..., k_M)` (min_blocks_m <= k_m <= D, sum
+  L), blocks in `split_mask` order; the paper's naive allocation is one of them;
+- `exhaustive`: every mask with each modality's `min_blocks` on and L blocks in all (only
+  where there are few enough: C(M D - sum(min_blocks), L - sum(min_blocks)) masks).
+
+`low` below is the model's `min_blocks` per modality (default 1 each: block 0 forced).
 
 Per family two reference points follow:
 
@@ -32,22 +34,25 @@ from admn_ros.core.policies import count_splits, split_mask
 from admn_ros.train.runner import Runner
 
 
-def split_candidates(num_modalities: int, depth: int, budget: int) -> list[Tensor]:
+def split_candidates(num_modalities: int, depth: int, budget: int,
+                     low: list[int] | None = None) -> list[Tensor]:
     """bool [M, D] masks, one per block-count split of `budget`."""
-    return [split_mask(s, depth) for s in count_splits(num_modalities, depth, budget)]
+    return [split_mask(s, depth, low) for s in count_splits(num_modalities, depth, budget, low)]
 
 
-def num_masks(num_modalities: int, depth: int, budget: int) -> int:
-    """How many masks have block 0 of every modality on and `budget` blocks in all."""
-    return math.comb(num_modalities * (depth - 1), budget - num_modalities)
+def num_masks(num_modalities: int, depth: int, budget: int, low: list[int] | None = None) -> int:
+    """How many masks have every modality's `low` blocks on and `budget` blocks in all."""
+    forced = sum(low) if low is not None else num_modalities
+    return math.comb(num_modalities * depth - forced, budget - forced) if budget >= forced else 0
 
 
-def exhaustive_candidates(num_modalities: int, depth: int, budget: int) -> list[Tensor]:
-    """Every bool [M, D] mask with block 0 of each modality on and `budget` blocks in all."""
-    forced = forced_slots(num_modalities, depth)  # [M*D]
+def exhaustive_candidates(num_modalities: int, depth: int, budget: int,
+                          low: list[int] | None = None) -> list[Tensor]:
+    """Every bool [M, D] mask with every modality's `low` blocks on and `budget` in all."""
+    forced = forced_slots(num_modalities, depth, min_blocks=low)  # [M*D]
     free = (~forced).nonzero().flatten().tolist()
     out = []
-    for chosen in itertools.combinations(free, budget - num_modalities):
+    for chosen in itertools.combinations(free, budget - int(forced.sum())):
         mask = forced.clone()
         mask[list(chosen)] = True
         out.append(mask.view(num_modalities, depth))

@@ -188,7 +188,7 @@ class TrainConfig:
 
 def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
     """Cross-field checks against the model (budgets in range, noise levels per modality)."""
-    lo, hi = model_cfg.num_modalities, model_cfg.total_blocks
+    lo, hi = model_cfg.network_budget_range
     for sec in ("controller", "controller_ae"):
         st = getattr(cfg, sec)
         for b in st.budgets:

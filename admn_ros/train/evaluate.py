@@ -212,12 +212,13 @@ def evaluate(cfg: TrainConfig, data_dir: str | Path | None = None,
     ctrl_size = model_cfg.controller.img_size
     names = policy_names(model_cfg)
 
-    splits = {b: split_candidates(m, d, b) for b in budgets}
+    low = model_cfg.min_blocks_list
+    splits = {b: split_candidates(m, d, b, low) for b in budgets}
     few = [b for b in budgets if ev.exhaustive_noise
-           and num_masks(m, d, b) <= ev.exhaustive_max_masks]
+           and num_masks(m, d, b, low) <= ev.exhaustive_max_masks]
     families = {"splits": splits}
     if few:
-        families["exhaustive"] = {b: exhaustive_candidates(m, d, b) for b in few}
+        families["exhaustive"] = {b: exhaustive_candidates(m, d, b, low) for b in few}
     tune = load_split(root, ev.tune_split, model_cfg, 1)
     tuned = tune_static(cfg, model_cfg, runner, tune, budgets, families, progress)
 

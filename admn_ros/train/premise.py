@@ -1,8 +1,9 @@
 """The premise of adaptive depth, measured on the evaluated frames (issue 20).
 
 Allocation can only pay when depth matters and each modality can carry the target on its own.
-Two curves per noise setting, k = each modality's `min_blocks` .. D blocks in `every_other`
-order (the static order LayerDrop-trained backbones are pruned in):
+Curves per noise setting, k = the smallest `min_blocks` .. D blocks in `split_mask` order (the
+forced blocks, then every other block: the static order LayerDrop-trained backbones are pruned
+in):
 
 - `all`: every backbone runs k blocks (k = D is the upper bound);
 - `<modality>`: that backbone runs k blocks, every other one only its `min_blocks`.
@@ -28,13 +29,17 @@ from admn_ros.train.runner import CachingRunner
 CLEAN = "clean"
 
 
+def premise_blocks(model_cfg: ModelConfig) -> list[int]:
+    """The k of the curves: the smallest `min_blocks` .. D."""
+    return list(range(min(model_cfg.min_blocks_list), model_cfg.depth + 1))
+
+
 def premise_counts(model_cfg: ModelConfig) -> dict[str, list[list[int]]]:
-    """Per curve, the per-modality block counts at each k (index = k)."""
-    low, d = model_cfg.min_blocks_list, model_cfg.depth
-    curves = {"all": [[max(k, lo) for lo in low] for k in range(d + 1)]}
+    """Per curve, the per-modality block counts at each k of `premise_blocks`."""
+    low, ks = model_cfg.min_blocks_list, premise_blocks(model_cfg)
+    curves = {"all": [[max(k, lo) for lo in low] for k in ks]}
     for j, mod in enumerate(model_cfg.modalities):
-        curves[mod] = [[max(k, lo) if i == j else lo for i, lo in enumerate(low)]
-                       for k in range(d + 1)]
+        curves[mod] = [[max(k, lo) if i == j else lo for i, lo in enumerate(low)] for k in ks]
     return curves
 
 
@@ -45,7 +50,8 @@ def premise(runner: CachingRunner, split: Split, order: Tensor, model_cfg: Model
     """{"blocks": [k...], "curves": {kind: {curve: [mean error cm per k]}}}; `kinds` may hold
     `clean` (no generator needed) and noise settings (their generator in `generators`)."""
     curves = premise_counts(model_cfg)
-    masks = {name: [split_mask(c, model_cfg.depth) for c in counts]  # [M, D] per k
+    low = model_cfg.min_blocks_list
+    masks = {name: [split_mask(c, model_cfg.depth, low) for c in counts]  # [M, D] per k
              for name, counts in curves.items()}
     out: dict[str, dict[str, list[float]]] = {}
     for kind in kinds:
@@ -62,7 +68,7 @@ def premise(runner: CachingRunner, split: Split, order: Tensor, model_cfg: Model
                     sums[name][k] += (runner(x, mask).mean - target).norm(dim=-1).sum()
         out[kind] = {name: [round(float(s) / len(order), 2) for s in v]
                      for name, v in sums.items()}
-    return {"blocks": list(range(model_cfg.depth + 1)), "min_blocks": model_cfg.min_blocks_list,
+    return {"blocks": premise_blocks(model_cfg), "min_blocks": low,
             "modalities": list(model_cfg.modalities), "curves": out}
 
 

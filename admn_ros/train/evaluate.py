@@ -46,7 +46,7 @@ from admn_ros.train.evaluate_baselines import (
     evaluate_baselines,
     plot_error_vs_gflops,
 )
-from admn_ros.train.figures import save_figure
+from admn_ros.train.figures import panel_row, save_figure
 from admn_ros.train.premise import plot_premise, premise, premise_lines
 from admn_ros.train.runner import CachingRunner, eval_order, noise_generator
 
@@ -581,16 +581,11 @@ def goal_lines(res: dict) -> list[str]:
 
 
 def plot(res: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     recipe, budgets = res["recipe"], res["budgets"]
     paths = []
     kinds = list(res["tables"])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
+    fig, axes = panel_row(len(kinds))
+    for ax, kind in zip(axes, kinds, strict=True):
         for name, row in res["tables"][kind].items():
             xs = [b for b in budgets if str(b) in row]
             ys = [row[str(b)]["error_cm"] for b in xs]
@@ -610,15 +605,15 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
         ax.set_ylabel("mean error (cm)")
         ax.set_xticks(budgets)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     paths.append(save_figure(fig, out_dir / f"{recipe}_error_vs_budget.png"))
     paths += [p for p in (plot_comparisons(res, out_dir), plot_premise(res, out_dir)) if p]
 
     alloc = res.get("allocation") or {}
     if alloc:
         mods = list(alloc["sweeps"])
-        fig, axes = plt.subplots(1, len(mods), figsize=(4.5 * len(mods), 3.6), squeeze=False)
-        for ax, mod in zip(axes[0], mods, strict=True):
+        fig, axes = panel_row(len(mods), 4.5, 3.6)
+        for ax, mod in zip(axes, mods, strict=True):
             sw = alloc["sweeps"][mod]
             for j, other in enumerate(mods):
                 ax.plot(sw["sigma"], [r[j] for r in sw["blocks"]], "-o", markersize=4,
@@ -627,7 +622,7 @@ def plot(res: dict, out_dir: Path) -> list[Path]:
             ax.set_xlabel(f"σ of {mod}")
             ax.set_ylabel("blocks allocated")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        axes[0].legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / f"{recipe}_allocation.png"))
     return paths
 
@@ -637,14 +632,9 @@ def plot_comparisons(res: dict, out_dir: Path) -> Path | None:
     comps = res.get("comparisons") or {}
     if not comps:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = list(comps)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
+    fig, axes = panel_row(len(kinds))
+    for ax, kind in zip(axes, kinds, strict=True):
         others = sorted({o for cell in comps[kind].values() for o in cell if o != "reference"})
         for j, other in enumerate(others):
             xs, ys, lo, hi = [], [], [], []
@@ -661,8 +651,8 @@ def plot_comparisons(res: dict, out_dir: Path) -> Path | None:
         ax.set_xlabel("budget L")
         ax.set_ylabel("error difference (cm); < 0: ADMN better")
         ax.grid(alpha=0.3)
-    if axes[0][-1].get_legend_handles_labels()[0]:
-        axes[0][-1].legend(fontsize=6)
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=6)
     return save_figure(fig, out_dir / f"{res['recipe']}_comparisons.png")
 
 

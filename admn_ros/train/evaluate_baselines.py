@@ -37,7 +37,7 @@ from admn_ros.core.model import downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import make_policy
 from admn_ros.train.config import BASELINE_STAGES, KNOBS, BaselineEval, TrainConfig
-from admn_ros.train.figures import save_figure
+from admn_ros.train.figures import panel_row, save_figure
 from admn_ros.train.runner import eval_order, noise_generator
 
 METHOD_LABELS = {"dynmm": "DynMM", "mmexit": "MMExit", "m2sn": "M2SN"}
@@ -287,14 +287,9 @@ def plot_error_vs_gflops(res: dict, out_dir: Path) -> Path | None:
     base = res.get("baselines") or {}
     if not base:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = list(res["tables"])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
+    fig, axes = panel_row(len(kinds))
+    for ax, kind in zip(axes, kinds, strict=True):
         table = res["tables"][kind]
         for name in ("admn", "admn_universal", "naive", "random"):
             row = table.get(name, {})
@@ -312,5 +307,5 @@ def plot_error_vs_gflops(res: dict, out_dir: Path) -> Path | None:
         ax.set_xlabel("GFLOPs per sample (measured)")
         ax.set_ylabel("mean error (cm)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     return save_figure(fig, out_dir / f"{res['recipe']}_error_vs_gflops.png")

@@ -13,3 +13,15 @@ def save_figure(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def panel_row(n: int, width: float = 5.0, height: float = 4.0):
+    """A report figure with n panels side by side (headless backend): `(fig, axes)`, axes a
+    list of n."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])

@@ -23,7 +23,7 @@ from admn_ros.core.config import ModelConfig
 from admn_ros.core.noise import NoiseConfig, corrupt
 from admn_ros.core.policies import split_mask
 from admn_ros.train.data import Split
-from admn_ros.train.figures import save_figure
+from admn_ros.train.figures import panel_row, save_figure
 from admn_ros.train.runner import CachingRunner
 
 CLEAN = "clean"
@@ -96,19 +96,14 @@ def plot_premise(res: dict, out_dir: Path) -> Path | None:
     pre = res.get("premise") or {}
     if not pre:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = list(pre["curves"])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.6), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
+    fig, axes = panel_row(len(kinds), 4.5, 3.6)
+    for ax, kind in zip(axes, kinds, strict=True):
         for name, vals in pre["curves"][kind].items():
             ax.plot(pre["blocks"], vals, "-o", markersize=3, label=name)
         ax.set_title(f"{kind}: k blocks per backbone")
         ax.set_xlabel("k (blocks of each backbone that run)")
         ax.set_ylabel("mean error (cm)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     return save_figure(fig, out_dir / f"{res['recipe']}_premise.png")

@@ -73,14 +73,16 @@ def every_other(depth: int) -> list[int]:
     return [*range(0, depth, 2), *range(1, depth, 2)]
 
 
-def split_mask(counts: Sequence[int], depth: int, low: Sequence[int] | None = None) -> Tensor:
+def split_mask(counts: Sequence[int], depth: int, low: Sequence[int] | None = None,
+               order: Sequence[int] | None = None) -> Tensor:
     """bool [M, D]: `counts[m]` blocks of modality m: its first `low[m]` blocks (the ones
-    `min_blocks` forces; default none), then the others in `every_other` order."""
+    `min_blocks` forces; default none), then the others in `order` (default `every_other`)."""
     low = low or [0] * len(counts)
+    order = list(order) if order is not None else every_other(depth)
     mask = torch.zeros(len(counts), depth, dtype=torch.bool)
     for j, (k, lo) in enumerate(zip(counts, low, strict=True)):
-        order = [*range(lo), *(b for b in every_other(depth) if b >= lo)]
-        mask[j, order[:k]] = True
+        blocks = [*range(lo), *(b for b in order if b >= lo)]
+        mask[j, blocks[:k]] = True
     return mask
 
 

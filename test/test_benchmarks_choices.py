@@ -1,0 +1,69 @@
+"""The design-choice benchmarks (block order, noise prior) run on a tiny trained run and
+decide on the validation split only."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_train_stages import tiny_recipe
+
+from admn_ros.train.config import load_train_config
+from admn_ros.train.main import run_stage
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, Path]:
+    from admn_ros.data.testing import make_tiny_recording
+
+    tmp = tmp_path_factory.mktemp("choices")
+    rec = make_tiny_recording(tmp, frames=60, seed=2)
+    small = {"epochs": 1, "max_steps_per_epoch": 2}
+    recipe = tiny_recipe(tmp, rec, backbone=small, controller=small,
+                         eval={"budgets": [3, 6], "batch_size": 16, "tune_samples": 6})
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run_stage(load_train_config(path), "backbone")
+    return tmp, path
+
+
+def bench(script: str, *argv: str) -> None:
+    old = sys.argv
+    sys.argv = [script, *argv]
+    try:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+    finally:
+        sys.argv = old
+
+
+def test_block_order_scores_every_order_on_val(run):
+    tmp, recipe = run
+    bench("block_order.py", "--config", str(recipe), "--out", str(tmp / "res"))
+    res = json.loads((tmp / "res" / "tiny_block_order.json").read_text())
+    assert res["split"] == "val" and res["frames"] == 6
+    assert set(res["orders"]) == {"sequential", "every_other", "spread"}
+    assert res["orders"]["every_other"] == [0, 2, 1]
+    assert len(res["error_cm"]) == 2 * 3 * 2  # clean/binary x orders x budgets
+    assert all(v > 0 for v in res["error_cm"].values())
+    assert "| every_other [0, 2, 1] |" in (tmp / "res" / "tiny_block_order.md").read_text()
+
+
+def test_noise_prior_trains_one_controller_per_prior(run):
+    tmp, recipe = run
+    bench("noise_prior.py", "--config", str(recipe), "--priors", "0", "1.5",
+          "--out", str(tmp / "prior"), "--results", str(tmp / "res"))
+    for p in ("0", "1.5"):
+        assert (tmp / "prior" / f"prior_{p}" / "controller_universal.pt").is_file()
+    res = json.loads((tmp / "res" / "tiny_noise_prior.json").read_text())
+    assert res["split"] == "val" and res["priors"] == [0.0, 1.5]
+    assert set(res["error_cm"]) == {f"{p}/{k}/{b}" for p in ("0", "1.5")
+                                    for k in ("binary", "discrete", "continuous")
+                                    for b in (3, 6)}
+    for key, blocks in res["blocks"].items():  # the controller spends exactly the budget
+        assert sum(blocks) == pytest.approx(int(key.split("/")[2]), abs=0.02)

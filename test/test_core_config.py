@@ -99,3 +99,16 @@ def test_recipe_variants_differ_from_demo_only_where_they_say() -> None:
     assert min0.controller.budgets == demo.controller.budgets
     assert min0.controller.universal_range == [1, 24]  # nothing forced: from one block
     assert min0.models_dir != demo.models_dir
+
+
+def test_baselines_recipe_starts_every_method_from_the_shipped_weights_frozen() -> None:
+    from admn_ros.train.config import load_train_config, validate
+
+    cfg = load_train_config("config/train/demo_baselines.yaml")
+    validate(cfg, cfg.model_config())
+    assert cfg.recipe == "demo" and cfg.models_dir == "models"  # ADMN rows: the shipped files
+    assert not (cfg.path(cfg.out_dir) / "admn.pt").exists()
+    for stage in ("dynmm", "mmexit", "m2sn"):
+        st = cfg.stage(stage)
+        assert st.freeze_model and cfg.path(st.init).is_file()
+        assert st.gate_init is None or cfg.path(st.gate_init).is_file()

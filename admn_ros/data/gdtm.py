@@ -145,22 +145,23 @@ def _scan_folder(root: Path, wanted: set[str], mocap: str, h5: Callable) -> _Fol
     for path in paths:
         f = h5(path)
         admn |= ADMN_ATTR in f.attrs
-        for key in _int_keys(f, path):
-            try:
-                grp = f[key]
-                if mocap in grp and mocap_file in (None, path):
-                    mocap_file = path
-                    mocap_keys.append(int(key))
-                for gname, sub in grp.items():
-                    if not (gname.startswith("node_") and isinstance(sub, h5py.Group)):
-                        continue
-                    for dname in sub:
-                        if dname in wanted:
-                            entry = found.setdefault((dname, node_name(gname)), (path, []))
-                            if entry[0] == path:
-                                entry[1].append(int(key))
-            except (OSError, KeyError, RuntimeError, ValueError) as err:
-                raise DataError(path, f"unreadable group: {err}", key) from None
+        _int_keys(f, path)
+        links: list[str] = []  # "<key>/<name>[/<name>]": one pass in HDF5, no objects
+        try:
+            f.visit_links(links.append)
+        except (OSError, KeyError, RuntimeError, ValueError) as err:
+            raise DataError(path, f"unreadable group: {err}") from None
+        nodes: dict[str, str] = {}
+        for link in links:
+            parts = link.split("/")
+            if len(parts) == 2 and parts[1] == mocap and mocap_file in (None, path):
+                mocap_file = path
+                mocap_keys.append(int(parts[0]))
+            elif len(parts) == 3 and parts[2] in wanted and parts[1].startswith("node_"):
+                node = nodes.get(parts[1]) or nodes.setdefault(parts[1], node_name(parts[1]))
+                entry = found.setdefault((parts[2], node), (path, []))
+                if entry[0] == path:
+                    entry[1].append(int(parts[0]))
     if mocap_file is None:
         raise DataError(root, f"no HDF5 file holds the {mocap!r} dataset (mocap.hdf5)")
     streams = {k: (p, np.array(sorted(ks), np.int64)) for k, (p, ks) in found.items()}

@@ -6,7 +6,7 @@
 # measured on a short warm-up, is printed first. TIME_BUDGET=MIN caps each job's wall clock
 # (quick experiments only: the outputs and the model card then say "stopped at step N of M").
 # The report at the end is `admn eval --quick` (150 test frames, minutes); EVAL=full runs the
-# whole test split instead (hours on 2 CPU cores; docs/ARCHITECTURE.md, "Evaluation").
+# whole test split instead (~1 h on 2 CPU cores; docs/ARCHITECTURE.md, "Evaluation").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECIPE=${RECIPE:-config/train/demo.yaml}

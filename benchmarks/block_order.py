@@ -19,11 +19,9 @@ import torch
 
 from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import even_split, every_other, split_mask
-from admn_ros.train.config import default_budgets, load_train_config
-from admn_ros.train.data import load_split
-from admn_ros.train.evaluate import TUNE_SEED_OFFSET, check_tuning_split, load_models
+from admn_ros.train.evaluate import TUNE_SEED_OFFSET, tuning_set
 from admn_ros.train.provenance import cpu_name
-from admn_ros.train.runner import CachingRunner, eval_order, noise_generator
+from admn_ros.train.runner import CachingRunner, noise_generator
 
 
 def orders(depth: int) -> dict[str, list[int]]:
@@ -44,20 +42,13 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results", help="report folder")
     args = parser.parse_args()
 
-    cfg = load_train_config(args.config)
-    model_cfg = cfg.model_config()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    ev = cfg.eval
-    models = load_models(cfg, model_cfg, args.weights)
+    ts = tuning_set(args.config, args.weights)
+    cfg, ev, models, split, frames, budgets = (ts.cfg, ts.cfg.eval, ts.models, ts.split,
+                                               ts.frames, ts.budgets)
     runner = CachingRunner(models.model)
-    split = load_split(cfg.path(cfg.data.root), ev.tune_split, model_cfg, 1)
-    check_tuning_split(split)
-    budgets = list(ev.budgets) or default_budgets(model_cfg.total_blocks)
-    low, d = model_cfg.min_blocks_list, model_cfg.depth
+    low, d = ts.model_cfg.min_blocks_list, ts.model_cfg.depth
     cands = {name: {b: split_mask(even_split(b, low, d), d, low, order) for b in budgets}
              for name, order in orders(d).items()}
-    frames = eval_order(len(split), ev.tune_samples)
     sums = {(kind, name, b): 0.0 for kind in ("clean", "binary") for name in cands
             for b in budgets}
     gen = noise_generator(ev.noise_seed + TUNE_SEED_OFFSET, 0, 0)

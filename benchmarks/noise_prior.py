@@ -24,17 +24,11 @@ from admn_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from admn_ros.core.config import to_dict
 from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
-from admn_ros.train.config import default_budgets, load_train_config, replace_controller
-from admn_ros.train.data import load_split
-from admn_ros.train.evaluate import (
-    NOISE_SETTINGS,
-    TUNE_SEED_OFFSET,
-    check_tuning_split,
-    load_models,
-)
+from admn_ros.train.config import replace_controller
+from admn_ros.train.evaluate import NOISE_SETTINGS, TUNE_SEED_OFFSET, tuning_set
 from admn_ros.train.main import run_stage
 from admn_ros.train.provenance import cpu_name
-from admn_ros.train.runner import CachingRunner, eval_order, noise_generator
+from admn_ros.train.runner import CachingRunner, noise_generator
 
 
 def train_universal(cfg, backbone: ADMN, prior: float, out: Path) -> Path:
@@ -61,20 +55,13 @@ def main() -> None:
     parser.add_argument("--results", default="docs/results", help="report folder")
     args = parser.parse_args()
 
-    cfg = load_train_config(args.config)
-    model_cfg = cfg.model_config()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    ev = cfg.eval
-    model = load_models(cfg, model_cfg, args.weights).model
+    ts = tuning_set(args.config, args.weights)
+    cfg, ev, model_cfg, model = ts.cfg, ts.cfg.eval, ts.model_cfg, ts.models.model
+    split, frames, budgets = ts.split, ts.frames, ts.budgets
     with torch.enable_grad():
         ctrls = {p: load_checkpoint(train_universal(cfg, model, p, Path(args.out) /
                                                     f"prior_{p:g}"), kind="controller")
                  .module.eval() for p in args.priors}
-    split = load_split(cfg.path(cfg.data.root), ev.tune_split, model_cfg, 1)
-    check_tuning_split(split)
-    budgets = list(ev.budgets) or default_budgets(model_cfg.total_blocks)
-    frames = eval_order(len(split), ev.tune_samples)
     runner = CachingRunner(model)
     err = {(p, k, b): 0.0 for p in ctrls for k in NOISE_SETTINGS for b in budgets}
     blocks = {key: torch.zeros(model_cfg.num_modalities) for key in err}

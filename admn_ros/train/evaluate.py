@@ -141,6 +141,35 @@ def check_tuning_split(split: Split) -> None:
                          "allocation, baselines' knobs) are made on eval.tune_split (val)")
 
 
+@dataclass
+class TuningSet:
+    """What a design-choice benchmark reads: the recipe, its weights, and the validation frames
+    it decides on (`eval.tune_samples` of `eval.tune_split`, never the test split)."""
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    models: EvalModels
+    split: Split
+    frames: Tensor  # [N] frame indices into split
+    budgets: list[int]
+
+
+def tuning_set(config: str | Path, weights: str | None = None) -> TuningSet:
+    """Load a recipe's models (`weights`: a run folder, else the recipe's) and its val frames."""
+    from admn_ros.train.config import load_train_config
+
+    cfg = load_train_config(config)
+    model_cfg = cfg.model_config()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ev = cfg.eval
+    models = load_models(cfg, model_cfg, weights)
+    split = load_split(cfg.path(cfg.data.root), ev.tune_split, model_cfg, 1)
+    check_tuning_split(split)
+    budgets = list(ev.budgets) or default_budgets(model_cfg.total_blocks)
+    return TuningSet(cfg, model_cfg, models, split, eval_order(len(split), ev.tune_samples),
+                     budgets)
+
+
 @torch.no_grad()
 def tune_static(cfg: TrainConfig, model_cfg: ModelConfig, runner: CachingRunner, split: Split,
                 budgets: list[int], families: dict[str, dict[int, list[Tensor]]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -68,13 +69,31 @@ def test_eval_early_exit_matches_all_exits_and_skips(model: MMExit) -> None:
     assert calls.get(("rgb", deepest - 1), 0) == 1 and ("rgb", deepest) not in calls
 
 
-def test_prefix_features_equal_truncated_backbone(model: MMExit) -> None:
+def avg_pooled_mmexit() -> MMExit:
+    """MMExit on backbones that pool the mean of the patch tokens (the demo model's
+    `global_pool: avg`), not the CLS token."""
+    cfg = tiny_cfg()
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, global_pool="avg"))
+    torch.manual_seed(0)
+    return MMExit(cfg).eval()
+
+
+@pytest.mark.parametrize("pool", ["token", "avg"])
+def test_prefix_features_equal_truncated_backbone(model: MMExit, pool: str) -> None:
     from admn_ros.core.baselines.common import prefix_features
-    vit = model.model.backbones["depth"]
+    vit = (model if pool == "token" else avg_pooled_mmexit()).model.backbones["depth"]
+    assert vit.global_pool == pool
     x = torch.rand(3, 1, 16, 16)
     with torch.no_grad():
         f = prefix_features(vit, x, [1, 3])
         torch.testing.assert_close(f[:, 1], vit(x, prefix_mask(4, 3)))
+
+
+def test_last_exit_is_the_admn_path_with_avg_pooled_backbones() -> None:
+    m = avg_pooled_mmexit()
+    x, _, _ = tiny_batch(m.model_cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, None, 0.0).pred.mean, m.model(x).mean)
 
 
 @pytest.mark.parametrize("knob", [-1.0, float("nan"), "high"])

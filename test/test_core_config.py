@@ -112,3 +112,15 @@ def test_baselines_recipe_starts_every_method_from_the_shipped_weights_frozen() 
         st = cfg.stage(stage)
         assert st.freeze_model and cfg.path(st.init).is_file()
         assert st.gate_init is None or cfg.path(st.gate_init).is_file()
+
+
+def test_a_frozen_model_refuses_the_stage_that_trains_only_the_model(tmp_path) -> None:
+    from admn_ros.train.config import load_train_config, validate
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"base: {Path('config/train/demo_baselines.yaml').resolve()}\n"
+                    "dynmm: {pretrain_epochs: 1}\n")
+    cfg = load_train_config(path)
+    with pytest.raises(ValueError, match=r"dynmm: stage I trains only the model.*"
+                                         r"expected pretrain_epochs: 0, got 1"):
+        validate(cfg, cfg.model_config())

@@ -240,19 +240,35 @@ def test_missing_weights_is_a_clear_error(work, tmp_path):
     assert "nope" in res.stderr and "make train" in res.stderr
 
 
+def noise_following_controller(dst: Path) -> Path:
+    """The shipped L12 controller with a strong noise prior (logits -= 10 x its trained noise
+    head's judgement). The shipped controllers have none (chosen on val, docs/ARCHITECTURE.md):
+    on the demo backbone they keep one allocation for every input."""
+    from admn_ros.core.checkpoint import load_checkpoint
+    from admn_ros.train.config import replace_controller
+
+    shipped = load_checkpoint(ROOT / "models/controller_demo_L12.pt", kind="controller").module
+    ctrl = Controller(replace_controller(shipped.cfg, noise_prior=10.0))
+    missing, unexpected = ctrl.load_state_dict(shipped.state_dict(), strict=False)
+    assert missing == ["noise_prior"] and not unexpected
+    save_checkpoint(dst, ctrl)
+    return dst
+
+
 def test_blinding_a_camera_moves_layers_away_from_rgb(work):
-    models = ROOT / "models"
-    if not (models / "admn_demo.pt").exists():
-        pytest.skip("models/ has no default weights yet (make train writes them); the "
-                    "statistical check needs trained weights")
+    """The controller node judges the injected corruption on the live frames: a blinded camera
+    loses blocks (the shipped trained noise head, with a prior that acts on its judgement)."""
     d, _ = work
+    ctrl = noise_following_controller(d / "controller_follows_noise.pt")
     rec = make_tiny_recording(d, frames=90, seed=3)
     bag = gdtm_to_bag(rec, d / "blind.mcap", progress=False)
     sched = d / "blind.yaml"
     sched.write_text("corruptions:\n  - {node: node1, modality: rgb, kind: gaussian, "
                      "strength: 3.0, start_s: 3.0, end_s: 6.0}\n")
     out = d / "blind_run"
-    res = admn_run(out, bag, "--budget", "12", "--inject", str(sched), timeout=170)
+    res = admn_run(out, bag, "--budget", "12", "--inject", str(sched), "--weights",
+                   str(ROOT / "models/admn_demo.pt"), "--controller-weights", str(ctrl),
+                   timeout=170)
     assert res.returncode == 0, res.stderr[-3000:]
     allocs = read_outputs(out / "output.mcap")["/admn/allocation"]
     t0 = min(ns(m) for m in allocs)

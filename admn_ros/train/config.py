@@ -239,6 +239,9 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
             raise ValueError(f"{name}: expected freeze_blocks in 0..{model_cfg.depth} and "
                              f"pretrain_epochs >= 0, got {st.freeze_blocks}, "
                              f"{st.pretrain_epochs}")
+        if st.freeze_model and st.pretrain_epochs and name != "mmexit":
+            raise ValueError(f"{name}: stage I trains only the model, which freeze_model "
+                             f"freezes: expected pretrain_epochs: 0, got {st.pretrain_epochs}")
         ev: BaselineEval = getattr(cfg.eval, name)
         knob, klo, khi = KNOBS[name]
         for i, v in enumerate(ev.sweep):

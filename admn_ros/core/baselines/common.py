@@ -211,15 +211,16 @@ def prefix_mask(depth: int, d: int, device: torch.device | None = None) -> Tenso
 
 
 def prefix_features(vit: VisionTransformer, x: Tensor, depths: list[int]) -> Tensor:
-    """x [N, C, H, W] -> [N, K, E]: normalised CLS after each of the (increasing) `depths`,
-    in one pass; equals `vit(x, prefix_mask(D, d))` for every d."""
+    """x [N, C, H, W] -> [N, K, E]: the backbone's pooled feature (CLS or patch mean, as its
+    `global_pool`) after each of the (increasing) `depths`, in one pass; equals
+    `vit(x, prefix_mask(D, d))` for every d."""
     vit.check_input(x)
     t = vit.embed(x)  # [N, 1 + P, E]
     out = []
     for i in range(depths[-1]):
         t = vit.blocks[i](t)
         if i + 1 in depths:
-            out.append(vit.norm(t[:, 0]))
+            out.append(vit.pool(t))
     return torch.stack(out, 1)
 
 

@@ -163,7 +163,7 @@ class MMExit(BaselineModule):
             if i + 1 not in self.exit_depths:
                 continue
             k = self.exit_depths.index(i + 1)
-            feats = {m: vits[m].norm(t[:, 0]).unflatten(0, (len(idx), s))
+            feats = {m: vits[m].pool(t).unflatten(0, (len(idx), s))
                      for m, t in tokens.items()}
             pred = self.exit_prediction(k, feats)
             std = predicted_std(pred, self.cfg.uncertainty)

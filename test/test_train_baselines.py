@@ -157,3 +157,10 @@ def load_and_eval(recipe: dict, **sweeps) -> dict:
 
     return evaluate(load_train_config(dict(recipe, eval=dict(recipe["eval"], **sweeps))),
                     progress=False)
+
+
+def test_the_sweep_plot_draws_each_points_interval_against_admn() -> None:
+    from admn_ros.train.evaluate_baselines import interval_bars
+
+    points = [{"vs_admn": {"diff_cm": 2.0, "lo": 0.5, "hi": 4.0}}, {}]  # second: no ADMN match
+    assert interval_bars(points) == [[1.5, 0.0], [2.0, 0.0]]

@@ -301,11 +301,24 @@ def plot_error_vs_gflops(res: dict, out_dir: Path) -> Path | None:
         if ub:
             ax.plot([ub["gflops"]], [ub["error_cm"]], "k*", markersize=9, label="upper_bound")
         for method, points in base.get(kind, {}).items():
-            pts = sorted((p["gflops"], p["error_cm"]) for p in points)
-            ax.plot(*zip(*pts, strict=True), "--s", markersize=4, label=method)
-        ax.set_title(f"{kind} noise")
+            pts = sorted(points, key=lambda p: p["gflops"])
+            ax.errorbar([p["gflops"] for p in pts], [p["error_cm"] for p in pts],
+                        yerr=interval_bars(pts), fmt="--s", markersize=4, capsize=2,
+                        label=method)
+        ax.set_title(f"{kind} noise (bars: 95 % CI of method - ADMN)")
         ax.set_xlabel("GFLOPs per sample (measured)")
         ax.set_ylabel("mean error (cm)")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7)
     return save_figure(fig, out_dir / f"{res['recipe']}_error_vs_gflops.png")
+
+
+def interval_bars(points: list[dict]) -> list[list[float]]:
+    """[below, above] error-bar lengths: each point's paired interval of its error minus
+    ADMN's at matched compute, drawn around the point (0 where it has none)."""
+    def half(p: dict, side: str) -> float:
+        ci = p.get("vs_admn")
+        if not ci:
+            return 0.0
+        return max(0.0, ci["diff_cm"] - ci["lo"] if side == "lo" else ci["hi"] - ci["diff_cm"])
+    return [[half(p, "lo") for p in points], [half(p, "hi") for p in points]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,3 +125,14 @@ def test_a_frozen_model_refuses_the_stage_that_trains_only_the_model(tmp_path) -
     with pytest.raises(ValueError, match=r"dynmm: stage I trains only the model.*"
                                          r"expected pretrain_epochs: 0, got 1"):
         validate(cfg, cfg.model_config())
+
+
+def test_controllers_recipe_retrains_the_demo_stage_on_the_shipped_backbone() -> None:
+    from admn_ros.train.config import load_train_config, validate
+
+    demo = load_train_config("config/train/demo.yaml")
+    cfg = load_train_config("config/train/demo_controllers.yaml")
+    validate(cfg, cfg.model_config())
+    assert cfg.path(cfg.controller.init).is_file() and cfg.models_dir == demo.models_dir
+    assert cfg.out_dir != demo.out_dir and cfg.recipe == demo.recipe
+    assert dataclasses.replace(cfg.controller, init=None) == demo.controller

@@ -27,6 +27,7 @@ from admn_ros.core.noise import NOISE_KINDS
 from admn_ros.paths import share_dir
 
 BASELINE_STAGES = ("dynmm", "mmexit", "m2sn")  # competing methods (docs/BASELINES.md)
+STAGE_ONE_METHODS = ("dynmm", "m2sn")  # their first `pretrain_epochs` train only the model
 STAGES = ("mae", "backbone", "controller", "controller-ae", *BASELINE_STAGES)
 REPO_ROOT = share_dir()  # the package's files: the source tree, or share/admn_ros installed
 # knob name and valid range per method (the models' LAM_MAX; MMExit threshold in cm)
@@ -239,7 +240,7 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
             raise ValueError(f"{name}: expected freeze_blocks in 0..{model_cfg.depth} and "
                              f"pretrain_epochs >= 0, got {st.freeze_blocks}, "
                              f"{st.pretrain_epochs}")
-        if st.freeze_model and st.pretrain_epochs and name != "mmexit":
+        if st.freeze_model and st.pretrain_epochs and name in STAGE_ONE_METHODS:
             raise ValueError(f"{name}: stage I trains only the model, which freeze_model "
                              f"freezes: expected pretrain_epochs: 0, got {st.pretrain_epochs}")
         ev: BaselineEval = getattr(cfg.eval, name)

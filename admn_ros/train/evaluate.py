@@ -38,7 +38,7 @@ from admn_ros.train.allocation_bounds import (
     split_candidates,
 )
 from admn_ros.train.bootstrap import paired_block_bootstrap, verdict
-from admn_ros.train.config import TrainConfig, default_budgets, validate
+from admn_ros.train.config import TrainConfig, default_budgets, load_train_config, validate
 from admn_ros.train.data import Split, load_split
 from admn_ros.train.evaluate_baselines import (
     attach_intervals,
@@ -155,8 +155,6 @@ class TuningSet:
 
 def tuning_set(config: str | Path, weights: str | None = None) -> TuningSet:
     """Load a recipe's models (`weights`: a run folder, else the recipe's) and its val frames."""
-    from admn_ros.train.config import load_train_config
-
     cfg = load_train_config(config)
     model_cfg = cfg.model_config()
     if cfg.threads:

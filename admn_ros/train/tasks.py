@@ -29,7 +29,7 @@ from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.vit import TOKEN_INIT_STD, Block, VisionTransformer, init_weights
 from admn_ros.train.augment import jitter_brightness
-from admn_ros.train.config import StageConfig
+from admn_ros.train.config import STAGE_ONE_METHODS, StageConfig
 
 
 def localisation_error_cm(mean: Tensor, target: Tensor) -> Tensor:
@@ -251,7 +251,7 @@ class BaselineTask:
         save_baseline_checkpoint(path, self.module, meta)
 
     def stage_one(self, epoch: int) -> bool:
-        return self.name != "mmexit" and epoch < self.st.pretrain_epochs
+        return self.name in STAGE_ONE_METHODS and epoch < self.st.pretrain_epochs
 
     def tau(self, epoch: int) -> float | None:
         """M2SN's Gumbel temperature: annealed per epoch over stage II (tau_end at the last)."""

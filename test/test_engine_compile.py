@@ -77,3 +77,43 @@ def test_engine_with_its_own_thread_runs_every_part_there():
     ref = make_backend("eager", *tiny_modules(), device="cpu", overlap=False).step(x, 5)
     assert torch.equal(res.mask, ref.mask)
     torch.testing.assert_close(pred.mean, ref.prediction.mean, atol=1e-5, rtol=1e-5)
+
+
+def test_compile_failure_with_an_empty_message_falls_back_and_is_reported(caplog):
+    """Inductor's CUDA-graph assertions carry no message; the fallback used to crash on it
+    (IndexError, seen on an H100). The engine runs eagerly and `describe` names the parts."""
+    model, controller = tiny_modules()
+
+    def asserting_compiler(gm, example_inputs):  # compiles, then fails when run
+        def run(*args):
+            raise AssertionError()
+        return run
+
+    engine = make_backend("compile", model, controller, device="cpu",
+                          compiler=asserting_compiler)
+    x = tiny_inputs(model.cfg, 2)
+    ref = make_backend("eager", *tiny_modules(), device="cpu").step(x, 5)
+    res = engine.step(x, 5)
+    torch.testing.assert_close(res.prediction.mean, ref.prediction.mean, atol=1e-5, rtol=1e-5)
+    fallback = engine.describe()["eager_fallback_parts"].split(", ")
+    assert {"stem.rgb", "fusion", "controller"} <= set(fallback)
+    assert "failed (AssertionError: ); running it eagerly" in caplog.text
+
+
+def test_each_cuda_graph_engine_thread_has_its_own_graph_state():
+    """A second CUDA-graph engine in one process captured nothing on torch 2.11 (its thread
+    had no cudagraph-trees state): each engine's own thread now sets up its own."""
+    from torch._inductor import cudagraph_trees
+
+    def state() -> int:
+        return id(cudagraph_trees.get_obj(cudagraph_trees.local, "tree_manager_containers")) \
+            if hasattr(cudagraph_trees.local, "tree_manager_containers") else 0
+
+    ids = []
+    for _ in range(2):
+        engine = make_backend("compile", *tiny_modules(), device="cpu", compiler="eager",
+                              overlap=False)
+        engine.mode = "reduce-overhead"  # what the engine chooses on CUDA with inductor
+        engine._pin_thread()
+        ids.append(engine._pinned_pool.submit(state).result())
+    assert 0 not in ids and len(set(ids)) == 2

@@ -224,8 +224,12 @@ class Engine:
 
         def remember() -> None:
             self._pinned_ident = threading.get_ident()
+            self._setup_pinned_thread()
 
         self._pinned_pool = ThreadPoolExecutor(1, PINNED_THREAD, initializer=remember)
+
+    def _setup_pinned_thread(self) -> None:
+        """Backend hook run once on the engine's own thread when it starts."""
 
     def _begin_run(self) -> None:
         """Backend hook called once before each run (e.g. CUDA-graph step marking)."""

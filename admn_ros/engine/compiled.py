@@ -9,17 +9,38 @@ thread calls them: a node may warm up in its constructor and run on a worker thr
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from admn_ros.engine.base import Engine
+from admn_ros.engine.base import Engine, one_line
 
 log = logging.getLogger(__name__)
+
+CUDAGRAPH_TLS = ("tree_manager_containers", "tree_manager_locks")
+
+
+def prepare_cudagraph_thread() -> None:
+    """Give the calling thread its own CUDA-graph tree state. Inductor keeps that state in a
+    `threading.local` that torch up to 2.11 fills only in the thread that imported
+    `cudagraph_trees` (and in autograd's threads): the first engine's thread did, a second
+    engine's new thread failed every capture with a bare AssertionError and fell back to
+    eager (seen on an H100 and an H200, torch 2.11). Newer torch fills it lazily; filling it
+    here serves both."""
+    from torch._inductor import cudagraph_trees
+
+    local = cudagraph_trees.local
+    if all(hasattr(local, key) for key in CUDAGRAPH_TLS):
+        return
+    local.tree_manager_containers = {}  # one tree manager per device
+    local.tree_manager_locks = collections.defaultdict(threading.Lock)
+
 
 # Dynamo keeps one compiled graph per (code, guards); every block shares Block.forward, and
 # sub-batching adds one shape per distinct sub-batch size, so allow more than the default.
@@ -53,8 +74,9 @@ class _CompiledPart:
         try:
             return self.fn(*args)
         except Exception as exc:  # compiler errors come in many types; the part still runs
-            log.warning("torch.compile of part %s failed (%s: %s); running it eagerly",
-                        self.name, type(exc).__name__, str(exc).splitlines()[0][:200])
+            log.warning("torch.compile of part %s failed (%s); running it eagerly",
+                        self.name, one_line(exc))
+            log.debug("torch.compile of part %s failed", self.name, exc_info=exc)
             self.failed = True
             return self.module(*args)
 
@@ -82,6 +104,7 @@ class CompileEngine(Engine):
             torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
         if getattr(torch._dynamo.config, "cache_size_limit", RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
             torch._dynamo.config.cache_size_limit = RECOMPILE_LIMIT
+        self.compiled_parts: list[_CompiledPart] = []
         super().__init__(model, controller, device, precision, num_threads, check_finite,
                          overlap)
         if self.mode == "reduce-overhead":  # capture and replay on one thread (module doc)
@@ -90,7 +113,13 @@ class CompileEngine(Engine):
     def _build_part(self, name: str, module: nn.Module) -> Callable:
         if self.unavailable:
             return module
-        return _CompiledPart(name, module, self.mode, self.compiler)
+        part = _CompiledPart(name, module, self.mode, self.compiler)
+        self.compiled_parts.append(part)
+        return part
+
+    def _setup_pinned_thread(self) -> None:
+        if self.mode == "reduce-overhead":
+            prepare_cudagraph_thread()
 
     def _begin_run(self) -> None:
         if self.mode == "reduce-overhead":
@@ -100,4 +129,7 @@ class CompileEngine(Engine):
         d = super().describe()
         d["mode"] = "eager fallback: " + self.unavailable if self.unavailable else \
             (self.mode or "default")
+        failed = [p.name for p in self.compiled_parts if p.failed]
+        if failed:
+            d["eager_fallback_parts"] = ", ".join(failed)
         return d

@@ -132,6 +132,9 @@ def markdown_rows(report: dict) -> list[str]:
             lo, q, hi = min(by_l), r["quarter_blocks"], max(by_l)
             steps = "/".join(f"{by_l[b]['step_ms_p50']:.2f}" for b in (lo, q, hi))
             warm = r.get("startup_warm_cache_s")
+            fallback = r["info"].get("eager_fallback_parts")
+            if fallback:
+                backend += f" (eager fallback: {len(fallback.split(', '))} parts)"
             rows.append(
                 f"| {report['date'][:16]} | {report['versions']['gpu'] or 'CPU (dry run)'} "
                 f"| {report['versions']['torch']} | {name} | {backend} | {r['info']['precision']} "

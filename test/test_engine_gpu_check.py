@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from admn_ros.engine.gpu_check import markdown_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,10 @@ def test_gpu_check_dry_run_writes_valid_json(tmp_path):
     assert tiny["compile_speedup_full_depth"] > 0
     md = (tmp_path / "gpu_check.md").read_text().splitlines()
     assert md[0].startswith("| date | GPU |") and len(md) == 4  # header, rule, 2 rows
+    assert "fallback" not in md[3]
+    # a compiled part that fell back to eager is named in the JSON and flagged in its row
+    tiny["backends"]["compile"]["info"]["eager_fallback_parts"] = "stem.rgb, fusion"
+    assert "| compile (eager fallback: 2 parts) |" in markdown_rows(report)[1]
 
 
 def test_gpu_check_usage_error_is_one_line():

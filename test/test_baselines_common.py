@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 import torch
-from test_baselines_helpers import single_thread, tiny_batch, tiny_cfg  # noqa: F401
+from test_baselines_helpers import seeded, single_thread, tiny_batch, tiny_cfg  # noqa: F401
 
 from admn_ros.core.baselines import (
     M2SN,
@@ -18,13 +19,21 @@ from admn_ros.core.baselines import (
     load_baseline_config,
     save_baseline_checkpoint,
 )
-from admn_ros.core.baselines.common import LowResEncoder, fuse_masked
+from admn_ros.core.baselines.common import LAM_MAX, LowResEncoder, fuse_masked
 from admn_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from admn_ros.core.controller import Controller
 from admn_ros.core.cost import CostModel
 from admn_ros.core.model import ADMN
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "baselines"
+
+# Per method: its cheapest cost (GFLOPs per sample: cheapest expert / first exit / first
+# shortcut everywhere) and the knob value that reaches it, as its budget error names it.
+CHEAPEST = {
+    DynMM: (lambda m: float(m.expert_flops.min()) + m.fixed_flops, "lam=10000.0"),
+    MMExit: (lambda m: float(m.exit_flops[0]), "threshold_cm=inf"),
+    M2SN: (lambda m: float(m.option_flops[:, 0].sum()) + m.fixed_flops, "lam=10000.0"),
+}
 
 
 @pytest.mark.parametrize("name", ["dynmm", "mmexit", "m2sn"])
@@ -101,3 +110,28 @@ def test_fuse_masked_all_on_equals_core_fusion() -> None:
 def test_lowres_encoder_flops_below_controller() -> None:
     cfg = tiny_cfg()
     assert 0 < LowResEncoder(cfg).flops() < CostModel(cfg).controller_flops()
+
+
+@pytest.mark.parametrize("cls", [DynMM, M2SN])
+def test_more_lambda_fewer_flops(cls: type) -> None:
+    model = seeded(cls).eval()
+    x, lr, _ = tiny_batch(model.model_cfg, batch=6)
+    with torch.no_grad():
+        flops = [float(model(x, lr, lam).flops.mean()) for lam in (0.0, 0.3, 1.0, 3.0, LAM_MAX)]
+    assert all(a >= b for a, b in itertools.pairwise(flops))
+    assert flops[-1] == pytest.approx(CHEAPEST[cls][0](model))
+
+
+@pytest.mark.parametrize("cls", [DynMM, MMExit, M2SN])
+def test_budget_below_the_cheapest_cost_is_refused_and_a_met_one_kept(cls: type) -> None:
+    model = seeded(cls).eval()
+    x, lr, _ = tiny_batch(model.model_cfg, batch=4)
+    lowres = None if cls is MMExit else lr  # MMExit decides on its own exits' outputs
+    knob_input = x if lowres is None else lowres
+    cheapest, knob = CHEAPEST[cls]
+    with pytest.raises(ValueError, match=rf"budget: {cls.__name__} cannot meet .*{knob}"):
+        model.knob_for_budget(knob_input, 0.9 * cheapest(model))
+    budget = 0.5 * (cheapest(model) + model.full_flops)
+    with torch.no_grad():
+        out = model(x, lowres, model.knob_for_budget(knob_input, budget))
+    assert float(out.flops.mean()) <= budget

@@ -34,14 +34,6 @@ def test_training_loss_falls() -> None:
     assert stage2[-1] < stage2[0]
 
 
-def test_more_lambda_fewer_flops(model: M2SN) -> None:
-    x, lr, _ = tiny_batch(model.model_cfg, batch=6)
-    with torch.no_grad():
-        flops = [float(model(x, lr, lam).flops.mean()) for lam in (0.0, 0.3, 1.0, 3.0, LAM_MAX)]
-    assert all(a >= b for a, b in itertools.pairwise(flops))
-    assert flops[-1] == pytest.approx(float(model.option_flops[:, 0].sum()) + model.fixed_flops)
-
-
 def test_training_with_lambda_lowers_expected_cost() -> None:
     m = seeded(M2SN, {"lam_in_decision": False}).train()
     x, lr, t = tiny_batch(m.model_cfg)
@@ -92,16 +84,6 @@ def test_bad_knobs(model: M2SN, kw: dict, msg: str) -> None:
     x, lr, _ = tiny_batch(model.model_cfg, batch=2)
     with pytest.raises(ValueError, match=msg):
         model(x, lr, **kw)
-
-
-def test_budget(model: M2SN) -> None:
-    x, lr, _ = tiny_batch(model.model_cfg, batch=4)
-    floor = float(model.option_flops[:, 0].sum()) + model.fixed_flops
-    with pytest.raises(ValueError, match=r"budget: M2SN cannot meet"):
-        model.knob_for_budget(lr, 0.9 * floor)
-    budget = 0.5 * (floor + model.full_flops)
-    with torch.no_grad():
-        assert float(model(x, lr, model.knob_for_budget(lr, budget)).flops.mean()) <= budget
 
 
 def test_bad_config() -> None:

@@ -103,16 +103,6 @@ def test_bad_threshold(model: MMExit, knob: float) -> None:
         model(x, None, knob)
 
 
-def test_budget(model: MMExit) -> None:
-    x, _, _ = tiny_batch(model.model_cfg, batch=4)
-    with pytest.raises(ValueError, match=r"budget: MMExit cannot meet .*threshold_cm=inf"):
-        model.knob_for_budget(x, 0.5 * float(model.exit_flops[0]))
-    budget = float(model.exit_flops[1:3].mean())
-    thr = model.knob_for_budget(x, budget)
-    with torch.no_grad():
-        assert float(model(x, None, thr).flops.mean()) <= budget
-
-
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="exit_depths: expected the last exit at the full"):
         MMExit(tiny_cfg(), {"exit_depths": [1, 2]})

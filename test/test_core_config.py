@@ -136,3 +136,18 @@ def test_controllers_recipe_retrains_the_demo_stage_on_the_shipped_backbone() ->
     assert cfg.path(cfg.controller.init).is_file() and cfg.models_dir == demo.models_dir
     assert cfg.out_dir != demo.out_dir and cfg.recipe == demo.recipe
     assert dataclasses.replace(cfg.controller, init=None) == demo.controller
+
+
+def test_frozen4_recipe_is_demo_frozen_with_four_trainable_blocks() -> None:
+    """The issue-20 experiment: demo_frozen's MAE and data, blocks 0-3 frozen, 3000 steps,
+    written outside the shipped models/ and under its own recipe name."""
+    from admn_ros.train.config import load_train_config, validate
+
+    frozen, four = (load_train_config(f"config/train/{r}.yaml")
+                    for r in ("demo_frozen", "demo_frozen4"))
+    validate(four, four.model_config())
+    assert (four.mae, four.data, four.seed) == (frozen.mae, frozen.data, frozen.seed)
+    assert (frozen.backbone.freeze_blocks, four.backbone.freeze_blocks) == (6, 4)
+    assert four.backbone.epochs * four.backbone.max_steps_per_epoch == 3000
+    assert four.controller.budgets == [6] and not four.controller.universal
+    assert four.recipe == "demo_frozen4" and "models" not in (four.models_dir, frozen.models_dir)

@@ -113,7 +113,6 @@ def test_each_cuda_graph_engine_thread_has_its_own_graph_state():
     for _ in range(2):
         engine = make_backend("compile", *tiny_modules(), device="cpu", compiler="eager",
                               overlap=False)
-        engine.mode = "reduce-overhead"  # what the engine chooses on CUDA with inductor
-        engine._pin_thread()
+        engine._pin_thread()  # what the engine does on CUDA with inductor
         ids.append(engine._pinned_pool.submit(state).result())
     assert 0 not in ids and len(set(ids)) == 2

@@ -117,9 +117,8 @@ class CompileEngine(Engine):
         self.compiled_parts.append(part)
         return part
 
-    def _setup_pinned_thread(self) -> None:
-        if self.mode == "reduce-overhead":
-            prepare_cudagraph_thread()
+    def _setup_pinned_thread(self) -> None:  # the engine pins a thread only for CUDA graphs
+        prepare_cudagraph_thread()
 
     def _begin_run(self) -> None:
         if self.mode == "reduce-overhead":

@@ -109,6 +109,19 @@ def test_shape_mismatch_and_missing_named() -> None:
         load_pretrained_backbone(vit(16, 3), state)
 
 
+def test_pretrained_weights_keep_the_models_input_reference() -> None:
+    """Pretrained weights have no reference image (training sets it from data): loading them
+    keeps the one the backbone has."""
+    src = vit(16, 1)
+    dst = VisionTransformer(16, 8, 1, 32, 2, 2, reference_nodes=3)
+    ref = torch.rand(3, 1, 16, 16)
+    dst.input_reference.copy_(ref)
+    report = load_pretrained_backbone(dst, src.state_dict())
+    assert "input_reference" not in report.loaded
+    torch.testing.assert_close(dst.input_reference, ref)
+    torch.testing.assert_close(dst.patch_embed.proj.weight, src.patch_embed.proj.weight)
+
+
 def test_resize_pos_embed_identity() -> None:
     pos = torch.randn(1, 17, 8)
     assert torch.equal(resize_pos_embed(pos, 4), pos)

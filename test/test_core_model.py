@@ -167,6 +167,31 @@ def test_backbones_standardise_inputs_with_config_statistics() -> None:
         load_model_config({**to_dict(cfg), "input_std": {"depth": [0.0]}})
 
 
+def test_input_reference_subtracts_each_nodes_image_before_standardising() -> None:
+    cfg = tiny_cfg()
+    ref_cfg = load_model_config({**to_dict(cfg), "input_reference": ["depth"]})
+    torch.manual_seed(0)
+    plain = ADMN(cfg).eval()
+    model = ADMN(ref_cfg).eval()
+    vit = model.backbones["depth"]
+    s, c, k = cfg.num_nodes, cfg.in_chans["depth"], cfg.backbone.img_size
+    assert vit.input_reference.shape == (s, c, k, k) and not vit.input_reference.any()
+    assert not hasattr(model.backbones["rgb"], "input_reference")
+    ref = torch.rand(s, c, k, k)
+    model.load_state_dict({**plain.state_dict(), "backbones.depth.input_reference": ref})
+    assert "backbones.depth.input_reference" in model.state_dict()  # saved with the weights
+    x = rand_inputs(cfg, batch=2)
+    full = torch.ones(cfg.num_modalities, cfg.depth, dtype=torch.bool)
+    with torch.no_grad():
+        got = model(x, full).mean
+        want = plain({**x, "depth": x["depth"] - ref}, full).mean  # node k minus image k
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        vit(torch.rand(2, c, k, k))
+    with pytest.raises(ValueError, match="input_reference: expected distinct modalities"):
+        load_model_config({**to_dict(cfg), "input_reference": ["lidar"]})
+
+
 def test_global_pool_avg_is_the_normalised_mean_of_patch_tokens() -> None:
     cfg = tiny_cfg()
     d = to_dict(cfg)

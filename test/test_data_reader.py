@@ -95,6 +95,23 @@ def test_preprocess_normalisation_and_errors():
         pre.radar(np.full((4, 4), np.nan, np.float32))
 
 
+def test_depth_hole_fill_takes_the_farthest_return_around() -> None:
+    mm = np.full((9, 9), 3000, np.uint16)
+    mm[2:7, 2:7] = 2000  # a nearer box
+    mm[4, 6] = 0  # a hole on its edge: the floor behind is farther
+    mm[0:9, 0] = 0  # a column of holes at the border
+    filled = Preprocess(9, depth_max_mm=6000, depth_hole_fill_px=1).depth_np(mm)[0] * 6000
+    assert filled[4, 6] == pytest.approx(3000) and filled[3, 3] == pytest.approx(2000)
+    assert (filled[:, 0] == pytest.approx(3000))
+    kept = Preprocess(9, depth_max_mm=6000).depth_np(mm)[0]
+    assert kept[4, 6] == 0 and (kept[:, 0] == 0).all()  # default: holes stay 0
+    mm[:, :] = 0
+    mm[0, 0] = 1000  # a hole farther than the radius from any return stays a hole
+    assert Preprocess(9, depth_hole_fill_px=2).depth_np(mm)[0][8, 8] == 0
+    with pytest.raises(ValueError, match="depth_hole_fill_px must be >= 0"):
+        Preprocess(9, depth_hole_fill_px=-1)
+
+
 def test_truncated_hdf5(copy_dir):
     path = copy_dir / "node_1" / "zed.hdf5"
     data = path.read_bytes()

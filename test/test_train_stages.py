@@ -211,6 +211,25 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, rec, monkeypatch):
                       .splitlines()[-1])["step"] == 3
 
 
+def test_input_reference_is_the_train_splits_median_and_kept_by_later_stages(tmp_path, rec):
+    from admn_ros.core.checkpoint import load_checkpoint
+    from admn_ros.train.data import load_split
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({**TINY_MODEL, "input_reference": ["depth"]}))
+    recipe = tiny_recipe(tmp_path, rec, model=str(tmp_path / "m.yaml"),
+                         backbone={"epochs": 1}, controller={"epochs": 1, "universal": False})
+    cfg = load_train_config(recipe)
+    run_stage(cfg, "backbone")
+    model = load_checkpoint(tmp_path / "run" / "admn.pt", kind="admn").module
+    train = load_split(rec, "train", cfg.model_config(), 1)
+    want = train.inputs["depth"].float().median(0).values  # [S, 1, s, s]
+    ref = model.backbones["depth"].input_reference
+    torch.testing.assert_close(ref, want)
+    assert ref.std() > 0  # an image of the scene, not a constant
+    # the controller stage loads admn.pt into a fresh model: the reference travels with it
+    assert [p.name for p in run_stage(cfg, "controller")] == ["controller_L4.pt"]
+
+
 def test_lr_schedule_starts_after_the_head_only_warmup() -> None:
     f = lr_lambda(110, 0, "cosine", hold_steps=10)
     assert [f(0), f(9), f(10)] == [1.0, 1.0, 1.0]  # warm-up at the base rate; cosine from 10

@@ -66,6 +66,9 @@ KEY_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
 IGNORED_KEY_PREFIXES = ("decoder", "mask_token", "head", "fc_norm")
 # entries under which checkpoints commonly nest the weights (MAE: "model", others "state_dict")
 NESTED_STATE_KEYS = ("model", "state_dict", "module")
+# backbone state that training sets from data (VisionTransformer.input_reference), never part
+# of pretrained weights: kept as the model has it when loading those
+DATA_BUFFERS = ("input_reference",)
 
 
 @dataclass
@@ -272,7 +275,7 @@ def load_pretrained_backbone(backbone: VisionTransformer,
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(want)}")
             continue
         out[key] = value
-    missing = sorted(set(own) - set(state))
+    missing = sorted(set(own) - set(state) - set(DATA_BUFFERS))
     if mismatched or missing:
         parts = []
         if mismatched:
@@ -284,5 +287,5 @@ def load_pretrained_backbone(backbone: VisionTransformer,
                   if not k.startswith(IGNORED_KEY_PREFIXES) and not _extra_block(k, backbone.depth)]
     if unexpected:
         raise ValueError(f"load_pretrained_backbone: unexpected keys {sorted(unexpected)}")
-    backbone.load_state_dict(out)
+    backbone.load_state_dict({**{k: own[k] for k in DATA_BUFFERS if k in own}, **out})
     return LoadReport(sorted(out), sorted(ignored), adapted)

@@ -272,6 +272,10 @@ class ModelConfig:
     # them (empty: no standardisation)
     input_mean: dict[str, list[float]] = field(default_factory=dict)
     input_std: dict[str, list[float]] = field(default_factory=dict)
+    # modalities whose backbones first subtract a per-node reference image, the empty scene
+    # seen by each static sensor (the training split's per-pixel median, set by training and
+    # stored with the weights): what changes, not the room, is then what the input shows
+    input_reference: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=lambda: ["node1", "node2", "node3"])
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -340,6 +344,10 @@ def validate_model_config(cfg: ModelConfig) -> None:
             if m not in cfg.in_chans or len(values) != cfg.in_chans[m]:
                 raise ValueError(f"{name}.{m}: expected {cfg.in_chans.get(m, '?')} values for a "
                                  f"modality in {cfg.modalities}, got {values}")
+    unknown = [m for m in cfg.input_reference if m not in cfg.modalities]
+    if unknown or len(set(cfg.input_reference)) != len(cfg.input_reference):
+        raise ValueError(f"input_reference: expected distinct modalities of {cfg.modalities}, "
+                         f"got {cfg.input_reference}")
     if any(s <= 0 for values in cfg.input_std.values() for s in values):
         raise ValueError(f"input_std: expected values > 0, got {cfg.input_std}")
     if not cfg.nodes or len(set(cfg.nodes)) != len(cfg.nodes):

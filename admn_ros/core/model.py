@@ -80,7 +80,8 @@ class ADMN(nn.Module):
             m: VisionTransformer(b.img_size, b.patch_size, cfg.in_chans[m], b.embed_dim, b.depth,
                                  b.num_heads, b.mlp_ratio, b.qkv_bias,
                                  cfg.input_mean.get(m), cfg.input_std.get(m), b.global_pool,
-                                 b.pos_embed)
+                                 b.pos_embed,
+                                 cfg.num_nodes if m in cfg.input_reference else 0)
             for m in cfg.modalities
         })
         # --- fusion over S*M tokens, Gaussian head ---

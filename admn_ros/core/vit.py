@@ -124,6 +124,7 @@ class VisionTransformer(nn.Module):
         input_std: list[float] | None = None,
         global_pool: str = "token",
         pos_embed: str = "learned",
+        reference_nodes: int = 0,
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
@@ -140,6 +141,12 @@ class VisionTransformer(nn.Module):
         std = torch.tensor(input_std or [1.0] * in_chans).view(1, -1, 1, 1)
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
+        # --- optional per-node reference image (the empty scene), subtracted first. State,
+        # not config: training sets it from data. Inputs then come node-major, [B * S, ...].
+        self.reference_nodes = int(reference_nodes)
+        if self.reference_nodes:
+            self.register_buffer(
+                "input_reference", torch.zeros(self.reference_nodes, in_chans, img_size, img_size))
         # --- tokens ---
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -184,6 +191,9 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"backbone input: expected [N, {c}, {s}, {s}], got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"backbone input: expected a floating-point tensor, got {x.dtype}")
+        if self.reference_nodes and x.shape[0] % self.reference_nodes:
+            raise ValueError(f"backbone input: expected whole samples of {self.reference_nodes} "
+                             f"nodes (a multiple of {self.reference_nodes}), got {x.shape[0]}")
 
     def check_active(self, active: Tensor, n: int) -> None:
         d = self.depth
@@ -200,6 +210,8 @@ class VisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def embed(self, x: Tensor) -> Tensor:
+        if self.reference_nodes:  # [B * S, C, H, W] - [S, C, H, W] per node
+            x = (x.unflatten(0, (-1, self.reference_nodes)) - self.input_reference).flatten(0, 1)
         x = (x - self.input_mean) / self.input_std
         x = self.patch_embed(x) + self.pos_embed[:, 1:]  # [N, P, E]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)

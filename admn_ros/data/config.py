@@ -218,6 +218,7 @@ class SourceConfig:
 @dataclass(frozen=True)
 class PreprocessConfig:
     depth_max_mm: float = 6000.0
+    depth_hole_fill_px: int = 0
     radar_input: str = "magnitude"
     radar_db_min: float = 0.0
     radar_db_max: float = 60.0

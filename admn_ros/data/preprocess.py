@@ -1,7 +1,9 @@
 """One place that turns raw sensor arrays into normalised model tensors.
 
 Used by the Dataset and by the ROS nodes, so training and deployment normalise identically:
-rgb / 255; depth mm / depth_max_mm clipped to [0, 1] (holes stay 0); radar magnitude in dB
+rgb / 255; depth mm / depth_max_mm clipped to [0, 1], after holes (0) within
+`depth_hole_fill_px` of a return take the farthest return around them (librealsense's hole
+filling, "farthest from around"; 0 = off; holes left stay 0); radar magnitude in dB
 mapped linearly from [radar_db_min, radar_db_max] to [0, 1]. Everything is resized to a
 square `img_size` (area interpolation when shrinking, bilinear when enlarging).
 """
@@ -21,7 +23,8 @@ class Preprocess:
     """Decode-free normalisation of rgb, depth and radar arrays to [C, s, s] float32."""
 
     def __init__(self, img_size: int, depth_max_mm: float = 6000.0, radar_db_min: float = 0.0,
-                 radar_db_max: float = 60.0, radar_input: str = "magnitude") -> None:
+                 radar_db_max: float = 60.0, radar_input: str = "magnitude",
+                 depth_hole_fill_px: int = 0) -> None:
         if int(img_size) < 1:
             raise ValueError(f"img_size must be a positive integer, got {img_size!r}")
         if depth_max_mm <= 0:
@@ -29,6 +32,8 @@ class Preprocess:
         if radar_db_max <= radar_db_min:
             raise ValueError(f"radar_db_max ({radar_db_max}) must exceed radar_db_min "
                              f"({radar_db_min})")
+        if int(depth_hole_fill_px) < 0:
+            raise ValueError(f"depth_hole_fill_px must be >= 0, got {depth_hole_fill_px!r}")
         if radar_input not in ("magnitude", "db"):
             raise ValueError(f"radar_input must be 'magnitude' or 'db', got {radar_input!r}")
         self.img_size = int(img_size)
@@ -36,18 +41,21 @@ class Preprocess:
         self.radar_db_min = float(radar_db_min)
         self.radar_db_max = float(radar_db_max)
         self.radar_input = radar_input
+        self.depth_hole_fill_px = int(depth_hole_fill_px)
 
     @classmethod
     def from_config(cls, img_size: int, cfg: PreprocessConfig | None = None) -> Preprocess:
         """Build from config/data.yaml (`preprocess`) or a given PreprocessConfig."""
         cfg = cfg or load_data_config().preprocess
         return cls(img_size, cfg.depth_max_mm, cfg.radar_db_min, cfg.radar_db_max,
-                   cfg.radar_input)
+                   cfg.radar_input, cfg.depth_hole_fill_px)
 
     def __repr__(self) -> str:
         return (f"Preprocess(img_size={self.img_size}, depth_max_mm={self.depth_max_mm}, "
                 f"radar_db_min={self.radar_db_min}, radar_db_max={self.radar_db_max}, "
-                f"radar_input={self.radar_input!r})")
+                f"radar_input={self.radar_input!r}"
+                + (f", depth_hole_fill_px={self.depth_hole_fill_px}" if self.depth_hole_fill_px
+                   else "") + ")")
 
     # ---- numpy versions ([C, s, s] float32)
     def _resize(self, img: np.ndarray) -> np.ndarray:
@@ -77,8 +85,11 @@ class Preprocess:
         return np.ascontiguousarray(out.transpose(2, 0, 1))
 
     def depth_np(self, mm: np.ndarray) -> np.ndarray:
-        """uint16 [H, W] millimetres -> float32 [1, s, s] in [0, 1]; holes (0) stay 0."""
+        """uint16 [H, W] millimetres -> float32 [1, s, s] in [0, 1]; unfilled holes stay 0."""
         self._check("depth", mm, np.uint16, 2)
+        if self.depth_hole_fill_px:
+            k = 2 * self.depth_hole_fill_px + 1
+            mm = np.where(mm == 0, cv2.dilate(mm, np.ones((k, k), np.uint8)), mm)
         out = np.clip(mm.astype(np.float32) / self.depth_max_mm, 0.0, 1.0)
         return self._resize(out)[None]
 

@@ -86,3 +86,12 @@ def steps_per_epoch(data: Split | int, batch_size: int, max_steps: int | None = 
     n = data if isinstance(data, int) else len(data)
     steps = (n // D.world_size()) // batch_size
     return steps if max_steps is None else min(steps, max_steps)
+
+
+def input_reference(data: Split, modality: str, max_frames: int = 2000) -> Tensor:
+    """Per-node median image of a split, [S, C, s, s]: the empty scene each static sensor sees
+    (the car moves, so at each pixel the room is what most frames show). At most `max_frames`
+    evenly spaced frames."""
+    x = data.inputs[modality]  # [N, S, C, s, s]
+    idx = torch.linspace(0, len(x) - 1, min(len(x), max_frames)).round().long()
+    return x[idx].float().median(0).values

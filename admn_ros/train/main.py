@@ -31,7 +31,13 @@ from admn_ros.train.config import (
     replace_controller,
     validate,
 )
-from admn_ros.train.data import Split, iterate_batches, load_split, steps_per_epoch
+from admn_ros.train.data import (
+    Split,
+    input_reference,
+    iterate_batches,
+    load_split,
+    steps_per_epoch,
+)
 from admn_ros.train.engine import NonFiniteLossError, lr_lambda, train_one_epoch
 from admn_ros.train.metrics import MetricWriter
 from admn_ros.train.provenance import provenance
@@ -114,7 +120,10 @@ def build_baseline_task(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) ->
     return BaselineTask(stage, module, st, cfg.noise)
 
 
-def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> list[Job]:
+def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split | None = None
+         ) -> list[Job]:
+    """The jobs of a stage. `train`: the split a new model's input references come from
+    (`ModelConfig.input_reference`; needed for the mae / backbone stages then)."""
     out = cfg.path(cfg.out_dir)
     st = cfg.stage(stage)
     if stage in BASELINE_STAGES:
@@ -130,6 +139,11 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) -> list[Job]:
                                                       and (out / "mae.pt").exists() else None)
             if init is not None:
                 load_checkpoint(init, into=model, kind="admn")
+            else:
+                for m in model_cfg.input_reference:
+                    if train is None:
+                        raise ValueError(f"{stage}: input_reference {m!r} needs the train split")
+                    model.backbones[m].input_reference.copy_(input_reference(train, m))
             task_cls = MAETask if stage == "mae" else BackboneTask
             return task_cls(model, st, cfg.noise, cfg.seed)
 
@@ -391,7 +405,7 @@ def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,
     train = load_split(root, "train", model_cfg, cfg.data.min_samples)
     val = load_split(root, "val", model_cfg, 1)
     outputs = []
-    for job in plan(cfg, stage, model_cfg):
+    for job in plan(cfg, stage, model_cfg, train):
         if jobs and job.name not in jobs:
             continue
         out = run_job(job, cfg, st, train, val, device, resume, stop_after_epochs,

@@ -230,6 +230,31 @@ def test_input_reference_is_the_train_splits_median_and_kept_by_later_stages(tmp
     assert [p.name for p in run_stage(cfg, "controller")] == ["controller_L4.pt"]
 
 
+def test_mae_encoder_sees_the_standardised_inputs_finetuning_feeds_it(tmp_path, rec):
+    """MAE pretrains the patch embedding that later stages (and frozen blocks) use: it must see
+    the inputs after the model's mean, std and reference, as `VisionTransformer.embed` does."""
+    from admn_ros.core.config import load_model_config
+    from admn_ros.core.model import ADMN
+    from admn_ros.train.tasks import MAEModule
+
+    st = load_train_config(tiny_recipe(tmp_path, rec)).mae
+    mean = {m: [0.4] * c for m, c in TINY_MODEL["in_chans"].items()}
+    std = {m: [0.2] * c for m, c in TINY_MODEL["in_chans"].items()}
+    torch.manual_seed(0)
+    plain = MAEModule(ADMN(load_model_config(TINY_MODEL)), st)
+    normed = MAEModule(ADMN(load_model_config({**TINY_MODEL, "input_mean": mean,
+                                               "input_std": std})), st)
+    normed.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.rand(2, 3, c, 16, 16, generator=g) for m, c in TINY_MODEL["in_chans"].items()}
+    active = torch.ones(3, 3, dtype=torch.bool)
+    with torch.no_grad():
+        got = normed(x, active, 0.5, torch.Generator().manual_seed(2))
+        want = plain({m: (v - 0.4) / 0.2 for m, v in x.items()}, active, 0.5,
+                     torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, want)
+
+
 def test_lr_schedule_starts_after_the_head_only_warmup() -> None:
     f = lr_lambda(110, 0, "cosine", hold_steps=10)
     assert [f(0), f(9), f(10)] == [1.0, 1.0, 1.0]  # warm-up at the base rate; cosine from 10

@@ -209,11 +209,15 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"active: expected [{d}] or [{n}, {d}], got {tuple(active.shape)}")
 
     # ---------------------------------------------------------------- forward
-    def embed(self, x: Tensor) -> Tensor:
+    def standardize(self, x: Tensor) -> Tensor:
+        """[0, 1] inputs [N, C, H, W] -> what the patch embedding sees: minus each node's
+        reference image (if any), then the config's per-channel mean and std."""
         if self.reference_nodes:  # [B * S, C, H, W] - [S, C, H, W] per node
             x = (x.unflatten(0, (-1, self.reference_nodes)) - self.input_reference).flatten(0, 1)
-        x = (x - self.input_mean) / self.input_std
-        x = self.patch_embed(x) + self.pos_embed[:, 1:]  # [N, P, E]
+        return (x - self.input_mean) / self.input_std
+
+    def embed(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(self.standardize(x)) + self.pos_embed[:, 1:]  # [N, P, E]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1)  # [N, 1 + P, E]
 

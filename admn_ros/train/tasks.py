@@ -94,7 +94,8 @@ class MAEModule(nn.Module):
         """Sum over modalities of the masked-patch MSE; `active` [M, D] LayerDrop mask."""
         total = 0.0
         for i, (m, vit) in enumerate(self.model.backbones.items()):
-            x = inputs[m].flatten(0, 1)  # [N, C, H, W]: nodes share the backbone
+            # [N, C, H, W]: nodes share the backbone; the encoder sees what finetuning feeds it
+            x = vit.standardize(inputs[m].flatten(0, 1))
             tokens = vit.patch_embed(x) + vit.pos_embed[:, 1:]
             n, p, e = tokens.shape
             keep = max(1, int(p * (1 - mask_ratio)))

@@ -8,6 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from test_train_stages import tiny_recipe
@@ -67,3 +68,17 @@ def test_noise_prior_trains_one_controller_per_prior(run):
                                     for b in (3, 6)}
     for key, blocks in res["blocks"].items():  # the controller spends exactly the budget
         assert sum(blocks) == pytest.approx(int(key.split("/")[2]), abs=0.02)
+
+
+def test_linear_probe_fits_a_linear_target_and_reports_each_modality(run, capsys):
+    probe = runpy.run_path(str(BENCH / "linear_probe.py"))
+    g = np.random.default_rng(0)
+    x = g.normal(size=(200, 6))
+    y = x[:, :2] * 50.0 + 10.0  # cm, exactly linear in two features
+    assert probe["ridge_error_cm"](x[:150], y[:150], x[150:], y[150:], 1e-3) < 0.1
+    assert probe["ridge_error_cm"](x[:150], y[:150], x[150:], y[150:], 1e6) > 30  # shrunk
+    rec = yaml.safe_load(run[1].read_text())["data"]["root"]
+    bench("linear_probe.py", "--data", rec, "--img-size", "16", "--modalities", "depth",
+          "--lam", "10")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("depth: ridge lambda 10: val ") and "chance" in line

@@ -151,3 +151,25 @@ def test_frozen4_recipe_is_demo_frozen_with_four_trainable_blocks() -> None:
     assert four.backbone.epochs * four.backbone.max_steps_per_epoch == 3000
     assert four.controller.budgets == [6] and not four.controller.universal
     assert four.recipe == "demo_frozen4" and "models" not in (four.models_dir, frozen.models_dir)
+
+
+
+def test_frozen4_ref_recipe_changes_only_the_depth_input() -> None:
+    """The issue-20 run with the depth reference: demo_frozen4's stages on the demo model
+    whose depth backbone subtracts each node's reference image and has its own scale."""
+    import dataclasses
+
+    from admn_ros.core.config import load_model_config
+    from admn_ros.train.config import load_train_config, validate
+
+    four, ref = (load_train_config(f"config/train/{r}.yaml")
+                 for r in ("demo_frozen4", "demo_frozen4_ref"))
+    validate(ref, ref.model_config())
+    assert (ref.mae, ref.backbone, ref.controller, ref.data) == \
+        (four.mae, four.backbone, four.controller, four.data)
+    demo, model = load_model_config("config/model/demo.yaml"), ref.model_config()
+    assert model.input_reference == ["depth"] and demo.input_reference == []
+    assert (model.input_mean["depth"], model.input_std["depth"]) == ([0.0], [0.03])
+    same = {"input_reference": [], "input_mean": demo.input_mean, "input_std": demo.input_std}
+    assert dataclasses.replace(model, **same) == demo
+    assert ref.recipe == "demo_frozen4_ref" and ref.models_dir != "models"

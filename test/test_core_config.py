@@ -154,7 +154,7 @@ def test_frozen4_recipe_is_demo_frozen_with_four_trainable_blocks() -> None:
 
 
 
-def test_frozen4_ref_recipe_changes_only_the_depth_input() -> None:
+def test_ref_recipes_change_only_the_depth_input() -> None:
     """The issue-20 run with the depth reference: demo_frozen4's stages on the demo model
     whose depth backbone subtracts each node's reference image and has its own scale."""
     import dataclasses
@@ -173,3 +173,7 @@ def test_frozen4_ref_recipe_changes_only_the_depth_input() -> None:
     same = {"input_reference": [], "input_mean": demo.input_mean, "input_std": demo.input_std}
     assert dataclasses.replace(model, **same) == demo
     assert ref.recipe == "demo_frozen4_ref" and ref.models_dir != "models"
+    demo, scratch = (load_train_config(f"config/train/{r}.yaml") for r in ("demo", "demo_ref"))
+    assert scratch.model_config() == model and scratch.models_dir != "models"
+    assert (scratch.mae, scratch.backbone, scratch.controller) == \
+        (demo.mae, demo.backbone, demo.controller)

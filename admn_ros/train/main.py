@@ -120,10 +120,9 @@ def build_baseline_task(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) ->
     return BaselineTask(stage, module, st, cfg.noise)
 
 
-def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split | None = None
-         ) -> list[Job]:
+def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> list[Job]:
     """The jobs of a stage. `train`: the split a new model's input references come from
-    (`ModelConfig.input_reference`; needed for the mae / backbone stages then)."""
+    (`ModelConfig.input_reference`)."""
     out = cfg.path(cfg.out_dir)
     st = cfg.stage(stage)
     if stage in BASELINE_STAGES:
@@ -141,8 +140,6 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split | No
                 load_checkpoint(init, into=model, kind="admn")
             else:
                 for m in model_cfg.input_reference:
-                    if train is None:
-                        raise ValueError(f"{stage}: input_reference {m!r} needs the train split")
                     model.backbones[m].input_reference.copy_(input_reference(train, m))
             task_cls = MAETask if stage == "mae" else BackboneTask
             return task_cls(model, st, cfg.noise, cfg.seed)

@@ -154,9 +154,10 @@ def test_frozen4_recipe_is_demo_frozen_with_four_trainable_blocks() -> None:
 
 
 
-def test_ref_recipes_change_only_the_depth_input() -> None:
+def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     """The issue-20 run with the depth reference: demo_frozen4's stages on the demo model
-    whose depth backbone subtracts each node's reference image and has its own scale."""
+    whose depth backbone subtracts each node's reference image and has its own scale; from
+    scratch (demo_ref) and with whole-modality dropout 0.3 (demo_ref_drop)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -177,3 +178,10 @@ def test_ref_recipes_change_only_the_depth_input() -> None:
     assert scratch.model_config() == model and scratch.models_dir != "models"
     assert (scratch.mae, scratch.backbone, scratch.controller) == \
         (demo.mae, demo.backbone, demo.controller)
+    drop = load_train_config("config/train/demo_ref_drop.yaml")
+    validate(drop, drop.model_config())
+    assert drop.model_config().layerdrop.full_drop_prob == 0.3
+    assert dataclasses.replace(drop.model_config(), layerdrop=model.layerdrop) == model
+    assert (drop.mae, drop.backbone, drop.controller, drop.controller_ae) == \
+        (scratch.mae, scratch.backbone, scratch.controller, scratch.controller_ae)
+    assert drop.recipe == "demo_ref_drop" and drop.models_dir != "models"

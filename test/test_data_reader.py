@@ -112,6 +112,21 @@ def test_depth_hole_fill_takes_the_farthest_return_around() -> None:
         Preprocess(9, depth_hole_fill_px=-1)
 
 
+def test_input_settings_check_names_what_the_weights_expect() -> None:
+    from admn_ros.data.config import PreprocessConfig
+    from admn_ros.data.preprocess import check_input_settings, input_settings
+
+    cfg = PreprocessConfig(depth_hole_fill_px=2)
+    trained = input_settings(cfg)
+    check_input_settings(trained, "w.pt", cfg)
+    check_input_settings(None, "w.pt", cfg)  # weights from before the record: not checked
+    check_input_settings(trained, "w.pt", PreprocessConfig(depth_hole_fill_px=2, radar_input="db"))
+    want = (r"w\.pt: .*depth_max_mm: trained with 4000\.0, .*; "
+            r"depth_hole_fill_px: trained with 2, config/data\.yaml has 0")
+    with pytest.raises(ValueError, match=want):
+        check_input_settings(dict(trained, depth_max_mm=4000.0), "w.pt", PreprocessConfig())
+
+
 def test_truncated_hdf5(copy_dir):
     path = copy_dir / "node_1" / "zed.hdf5"
     data = path.read_bytes()

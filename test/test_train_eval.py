@@ -289,6 +289,32 @@ def test_export_and_load_default_weights(run):
         load_default_weights(models, "tiny", cfg.model_config())
 
 
+def test_weights_trained_under_other_preprocessing_are_refused(run, tmp_path):
+    """Training records the input preprocessing in each file's meta, export keeps it, and
+    the loaders (shipped weights, nodes) refuse weights trained under other settings."""
+    from admn_ros.data.preprocess import input_settings
+    from admn_ros.nodes.models import WeightsError, load_module
+    from admn_ros.train.weights import export, load_default_weights, write_sums
+
+    _, recipe = run
+    models = tmp_path / "m"
+    cfg = load_train_config(dict(recipe, models_dir=str(models)))
+    export(cfg)
+    main = models / "admn_tiny.pt"
+    raw = torch.load(main, weights_only=True)
+    assert raw["meta"]["preprocess"] == input_settings()
+    load_default_weights(models, "tiny", cfg.model_config())  # as trained: loads
+    filled = input_settings()["depth_hole_fill_px"] + 3
+    raw["meta"]["preprocess"] = dict(raw["meta"]["preprocess"], depth_hole_fill_px=filled)
+    torch.save(raw, main)
+    write_sums(models)
+    want = rf"admn_tiny\.pt: .*depth_hole_fill_px: trained with {filled}, config/data\.yaml has"
+    with pytest.raises(ValueError, match=want):
+        load_default_weights(models, "tiny", cfg.model_config(), controllers=False)
+    with pytest.raises(WeightsError, match=want):
+        load_module(str(main), "admn")
+
+
 def test_default_weights_from_another_config(run, tmp_path):
     from admn_ros.train.weights import export, load_default_weights
 

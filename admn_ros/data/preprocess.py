@@ -10,6 +10,9 @@ square `img_size` (area interpolation when shrinking, bilinear when enlarging).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import cv2
 import numpy as np
 import torch
@@ -17,6 +20,30 @@ import torch
 from admn_ros.data.config import PreprocessConfig, load_data_config
 
 RADAR_EPS = 1e-6  # floor before log10 so that zero magnitude maps to radar_db_min or below
+# The preprocess settings that shape what a model sees (recorded with trained weights);
+# `radar_input` names the topic's encoding, not the model's input, so it may differ.
+MODEL_INPUT_SETTINGS = ("depth_max_mm", "depth_hole_fill_px", "radar_db_min", "radar_db_max")
+
+
+def input_settings(cfg: PreprocessConfig | None = None) -> dict[str, float]:
+    """The MODEL_INPUT_SETTINGS of `cfg` (default config/data.yaml's `preprocess`)."""
+    cfg = cfg or load_data_config().preprocess
+    return {k: getattr(cfg, k) for k in MODEL_INPUT_SETTINGS}
+
+
+def check_input_settings(trained: Mapping[str, Any] | None, source: str,
+                         cfg: PreprocessConfig | None = None) -> None:
+    """ValueError naming each setting where weights trained under `trained` (their meta's
+    `preprocess`) would now see other input; weights recorded before it was kept (None) pass."""
+    if not trained:
+        return
+    now = input_settings(cfg)
+    diff = [f"{k}: trained with {trained[k]!r}, config/data.yaml has {now[k]!r}"
+            for k in MODEL_INPUT_SETTINGS if k in trained and trained[k] != now[k]]
+    if diff:
+        raise ValueError(f"{source}: the weights expect other input preprocessing ("
+                         + "; ".join(diff) + "): set config/data.yaml's `preprocess` to what "
+                         "they were trained with, or retrain")
 
 
 class Preprocess:

@@ -10,6 +10,7 @@ import torch
 from admn_ros.core.checkpoint import load_checkpoint
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
+from admn_ros.data.preprocess import check_input_settings
 from admn_ros.nodes.common import resolve
 from admn_ros.train.weights import verify_listed
 
@@ -35,6 +36,10 @@ def load_module(path: str, kind: str) -> tuple[torch.nn.Module, dict]:
     except (ValueError, RuntimeError, OSError) as exc:  # on one line (torch's span several)
         why = " ".join(str(exc).split())
         raise WeightsError(f"{p}: not a usable {kind} checkpoint ({why}); {GET_WEIGHTS}") from None
+    try:
+        check_input_settings(ck.meta.get("preprocess"), str(p))
+    except ValueError as exc:
+        raise WeightsError(str(exc)) from None
     return ck.module.eval(), dict(ck.meta)
 
 

@@ -71,16 +71,20 @@ def load_models(cfg: TrainConfig, model_cfg: ModelConfig, weights: str | None) -
     """From the recipe's run folder when it has `admn.pt` (or `weights` = a run folder),
     else the shipped default weights in `models_dir`."""
     from admn_ros.core.checkpoint import load_checkpoint
+    from admn_ros.data.preprocess import check_input_settings
     from admn_ros.train.weights import check_compatible, load_default_weights, sha256
 
     run = Path(weights) if weights else cfg.path(cfg.out_dir)
     if (run / "admn.pt").exists():
-        model = load_checkpoint(run / "admn.pt", into=ADMN(model_cfg), kind="admn").module
+        ck = load_checkpoint(run / "admn.pt", into=ADMN(model_cfg), kind="admn")
+        check_input_settings(ck.meta.get("preprocess"), str(run / "admn.pt"))
+        model = ck.module
         out = EvalModels(model.eval(), source=str(run))
         paths = [run / "admn.pt"]
         for p in sorted(run.glob("controller*.pt")):
             c = load_checkpoint(p, kind="controller")
             check_compatible(c.model_config, model_cfg, p)
+            check_input_settings(c.meta.get("preprocess"), str(p))
             _assign(out, p.stem[len("controller"):].lstrip("_"), c.module.eval())
             paths.append(p)
     else:

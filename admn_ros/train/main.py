@@ -22,6 +22,7 @@ from admn_ros.core.config import ModelConfig, config_diff, load_model_config, to
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
+from admn_ros.data.preprocess import input_settings
 from admn_ros.train import distributed as D
 from admn_ros.train.config import (
     BASELINE_STAGES,
@@ -347,6 +348,7 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
                                f"{time_budget_min:g} min)"} if stopped else {}),
                 "time_budget_min": time_budget_min,
                 "provenance": provenance(time.time() - clock["start"]),
+                "preprocess": input_settings(),  # checked where the weights are loaded
                 "metrics": {k: v for k, v in (history[-1] if history else {}).items()
                             if isinstance(v, int | float)}}
         if hasattr(task, "budget"):

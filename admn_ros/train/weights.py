@@ -24,6 +24,7 @@ from admn_ros.core.checkpoint import SHARD_FORMAT, load_checkpoint, read_checkpo
 from admn_ros.core.config import ModelConfig, load_model_config, main_network_diff
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
+from admn_ros.data.preprocess import check_input_settings
 from admn_ros.train.config import REPO_ROOT, TrainConfig, load_train_config
 from admn_ros.train.state import atomic_save
 
@@ -197,6 +198,7 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
     if data["kind"] != "admn":
         raise ValueError(f"{main}: expected an 'admn' checkpoint, got {data['kind']!r}")
     cfg = load_model_config(data["model_config"])
+    check_input_settings(data.get("meta", {}).get("preprocess"), str(main))
     state = data["state_dict"]
     if model_config is not None:
         expected = load_model_config(model_config)
@@ -218,6 +220,7 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
             verify(path, sums)
             c = load_checkpoint(path, kind="controller")
             check_compatible(c.model_config, cfg, path)
+            check_input_settings(c.meta.get("preprocess"), str(path))
             key = controller_key(path.name, prefix)
             out.controllers[key] = c.module.float().eval()
             out.paths[key] = path

@@ -154,36 +154,40 @@ def test_frozen4_recipe_is_demo_frozen_with_four_trainable_blocks() -> None:
 
 
 
-def test_demo_models_differ_only_in_the_depth_input_and_modality_drop() -> None:
-    """The shipped demo model = the model before issue 20 (demo_global_depth) with the depth
-    reference image and its own scale (demo_ref) and whole-modality drop 0.3; the earlier
-    experiments keep the model they were run on."""
+def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
+    """The issue-20 run with the depth reference: demo_frozen4's stages on the demo model
+    whose depth backbone subtracts each node's reference image and has its own scale; from
+    scratch (demo_ref) and with whole-modality dropout 0.3 (demo_ref_drop)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
     from admn_ros.train.config import load_train_config, validate
 
-    old, ref, demo = (load_model_config(f"config/model/{m}.yaml")
-                      for m in ("demo_global_depth", "demo_ref", "demo"))
-    assert (ref.input_reference, old.input_reference) == (["depth"], [])
-    assert (ref.input_mean["depth"], ref.input_std["depth"]) == ([0.0], [0.03])
-    same = {"input_reference": [], "input_mean": old.input_mean, "input_std": old.input_std}
-    assert dataclasses.replace(ref, **same) == old
-    assert (demo.layerdrop.full_drop_prob, ref.layerdrop.full_drop_prob) == (0.3, 0.1)
-    assert dataclasses.replace(demo, layerdrop=ref.layerdrop) == ref
-    recipes = {r: load_train_config(f"config/train/{r}.yaml") for r in
-               ("demo", "demo_ref", "demo_frozen", "demo_frozen4", "demo_frozen4_ref")}
-    for cfg in recipes.values():
-        validate(cfg, cfg.model_config())
-    assert recipes["demo"].model_config() == demo and recipes["demo"].models_dir == "models"
-    for name in ("demo_frozen", "demo_frozen4"):
-        assert recipes[name].model_config() == old
-    for name in ("demo_ref", "demo_frozen4_ref"):
-        assert recipes[name].model_config() == ref and recipes[name].models_dir != "models"
-    four, four_ref = recipes["demo_frozen4"], recipes["demo_frozen4_ref"]
-    assert (four_ref.mae, four_ref.backbone, four_ref.controller, four_ref.data) == \
+    four, ref = (load_train_config(f"config/train/{r}.yaml")
+                 for r in ("demo_frozen4", "demo_frozen4_ref"))
+    validate(ref, ref.model_config())
+    assert (ref.mae, ref.backbone, ref.controller, ref.data) == \
         (four.mae, four.backbone, four.controller, four.data)
-    scratch = recipes["demo_ref"]
-    assert (scratch.mae, scratch.backbone, scratch.controller, scratch.controller_ae) == \
-        (recipes["demo"].mae, recipes["demo"].backbone, recipes["demo"].controller,
-         recipes["demo"].controller_ae)
+    demo, model = load_model_config("config/model/demo.yaml"), ref.model_config()
+    assert model.input_reference == ["depth"] and demo.input_reference == []
+    assert (model.input_mean["depth"], model.input_std["depth"]) == ([0.0], [0.03])
+    same = {"input_reference": [], "input_mean": demo.input_mean, "input_std": demo.input_std}
+    assert dataclasses.replace(model, **same) == demo
+    assert ref.recipe == "demo_frozen4_ref" and ref.models_dir != "models"
+    demo, scratch = (load_train_config(f"config/train/{r}.yaml") for r in ("demo", "demo_ref"))
+    assert scratch.model_config() == model and scratch.models_dir != "models"
+    assert (scratch.mae, scratch.backbone, scratch.controller) == \
+        (demo.mae, demo.backbone, demo.controller)
+    drop = load_train_config("config/train/demo_ref_drop.yaml")
+    validate(drop, drop.model_config())
+    assert drop.model_config().layerdrop.full_drop_prob == 0.3
+    assert dataclasses.replace(drop.model_config(), layerdrop=model.layerdrop) == model
+    assert (drop.mae, drop.backbone, drop.controller, drop.controller_ae) == \
+        (scratch.mae, scratch.backbone, scratch.controller, scratch.controller_ae)
+    assert drop.recipe == "demo_ref_drop" and drop.models_dir != "models"
+    both = load_train_config("config/train/demo_frozen4_ref_drop.yaml")
+    validate(both, both.model_config())
+    assert both.model_config() == drop.model_config()
+    assert (both.mae, both.backbone, both.data) == (ref.mae, ref.backbone, ref.data)
+    assert (both.controller, both.controller_ae) == (demo.controller, demo.controller_ae)
+    assert both.recipe == "demo_frozen4_ref_drop" and both.models_dir != "models"

@@ -31,6 +31,7 @@ EXECUTABLES = ("bag_player", "controller", "corruption_injector", "frames", "fus
                "power_monitor")
 UP_S = 240.0  # longest wait for every node's first diagnostics (torch imports on a busy CPU)
 STOP_S = 30.0  # longest wait for an exit after SIGINT
+TF_S = 30.0  # longest wait, after the last node reported, for the static transforms
 PASSED_ENV = ("HOME", "ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
               "OMP_NUM_THREADS")
 
@@ -85,6 +86,21 @@ def bag(tmp_path_factory) -> Path:
     return gdtm_to_bag(make_tiny_recording(d, frames=10), d / "tiny.mcap", progress=False)
 
 
+def static_frames(listener) -> list[set[tuple[str, str]]]:
+    """(parent, child) pairs of each /tf_static message received."""
+    return [{(t.header.frame_id, t.child_frame_id) for t in m.transforms}
+            for m in listener.tf_static]
+
+
+def has_static_tree(listener) -> bool:
+    """world -> map and the live sensor nodes from the frames node, and the bag's own tree
+    replayed by the player."""
+    frames = static_frames(listener)
+    live = {("world", "map")} | {("world", f"node{k}") for k in (1, 2, 3)}
+    return any(live <= f for f in frames) and \
+        any(("node1", "node1_color_optical_frame") in f for f in frames)
+
+
 def test_every_installed_executable_starts_anywhere_and_stops_cleanly_on_sigint(
         env, bag, tmp_path):
     lib = INSTALL / "admn_ros" / "lib" / "admn_ros"
@@ -109,7 +125,8 @@ def test_every_installed_executable_starts_anywhere_and_stops_cleanly_on_sigint(
             if any(p.poll() is not None for p in procs.values()):
                 break
             rclpy.spin_once(listener, timeout_sec=0.2)
-        for _ in range(10):  # the latched /tf_static of a node that reported a moment ago
+        deadline = time.monotonic() + TF_S  # the latched /tf_static of the nodes: on a busy
+        while not has_static_tree(listener) and time.monotonic() < deadline:  # CPU, late
             rclpy.spin_once(listener, timeout_sec=0.1)
         exited = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
         assert not exited, {n: procs[n].stderr.read() for n in exited}
@@ -131,10 +148,4 @@ def test_every_installed_executable_starts_anywhere_and_stops_cleanly_on_sigint(
     for name, (code, err) in results.items():
         assert code == 0, f"{name}: exit {code}\n{err}"
         assert "Traceback" not in err and "Exception ignored" not in err, f"{name}:\n{err}"
-    frames = [{(t.header.frame_id, t.child_frame_id) for t in m.transforms}
-              for m in listener.tf_static]
-    # world -> map and the live sensor nodes from the frames node; the bag's own tree
-    # replayed by the player
-    live = {("world", "map")} | {("world", f"node{k}") for k in (1, 2, 3)}
-    assert any(live <= f for f in frames), frames
-    assert any(("node1", "node1_color_optical_frame") in f for f in frames), frames
+    assert has_static_tree(listener), static_frames(listener)

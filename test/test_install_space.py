@@ -16,12 +16,13 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
 from admn_ros.data.bag import gdtm_to_bag
 from admn_ros.data.testing import make_tiny_recording
 from admn_ros.nodes.common import DIAGNOSTICS_QOS
-from admn_ros.nodes.static_tf import TF_STATIC, TF_STATIC_QOS
+from admn_ros.nodes.static_tf import TF_STATIC
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,10 @@ EXECUTABLES = ("bag_player", "controller", "corruption_injector", "frames", "fus
 UP_S = 240.0  # longest wait for every node's first diagnostics (torch imports on a busy CPU)
 STOP_S = 30.0  # longest wait for an exit after SIGINT
 TF_S = 30.0  # longest wait, after the last node reported, for the static transforms
+# as tf2_ros's StaticListenerQoS: the latched messages of several broadcasters (frames node,
+# bag player) arrive together; a depth of 1 would keep only the last of them
+TF_STATIC_LISTENER_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
 PASSED_ENV = ("HOME", "ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
               "OMP_NUM_THREADS")
 
@@ -74,7 +79,8 @@ class Listener(Node):
         self.tf_static: list[TFMessage] = []
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics,
                                  DIAGNOSTICS_QOS)
-        self.create_subscription(TFMessage, TF_STATIC, self.tf_static.append, TF_STATIC_QOS)
+        self.create_subscription(TFMessage, TF_STATIC, self.tf_static.append,
+                                 TF_STATIC_LISTENER_QOS)
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         self.reported.update(s.name.split(":")[0] for s in msg.status)

@@ -327,6 +327,30 @@ def test_default_weights_from_another_config(run, tmp_path):
         load_default_weights(tmp_path / "m", "tiny", other)
 
 
+def test_controller_for_another_main_network_is_refused(run, tmp_path):
+    """A controller whose main network differs (its own section may) is refused by name."""
+    from admn_ros.train.weights import export, load_controller, load_default_weights, write_sums
+
+    _, recipe = run
+    models = tmp_path / "m"
+    cfg = load_train_config(dict(recipe, models_dir=str(models)))
+    export(cfg)
+    path = sorted(models.glob("controller_tiny_*.pt"))[0]
+    raw = torch.load(path, weights_only=True)
+    raw["model_config"]["controller"]["gumbel_tau"] = 0.5  # its own section: accepted
+    torch.save(raw, path)
+    write_sums(models)
+    assert load_controller(path, cfg.model_config()).training is False
+    raw["model_config"]["fusion"]["depth"] += 1  # the controller never reads it
+    torch.save(raw, path)
+    write_sums(models)
+    want = rf"{path.name}: controller was trained for another model config .*fusion\.depth"
+    with pytest.raises(ValueError, match=want):
+        load_controller(path, cfg.model_config())
+    with pytest.raises(ValueError, match=want):
+        load_default_weights(models, "tiny", cfg.model_config())
+
+
 def test_goal_lines_report_each_ratio() -> None:
     def cell(e: float) -> dict:
         return {"error_cm": e}

@@ -47,10 +47,8 @@ def load_admn(path: str) -> ADMN:
     return load_module(path, "admn")[0]
 
 
-def load_controllers(paths: list[str], model: ADMN | None = None
-                     ) -> tuple[Controller | None, dict[int, Controller]]:
-    """(universal controller or None, {budget: per-budget controller}); configs must match
-    the main model's modalities, nodes and depth when `model` is given."""
+def load_controllers(paths: list[str]) -> tuple[Controller | None, dict[int, Controller]]:
+    """(universal controller or None, {budget: per-budget controller})."""
     universal, per_budget = None, {}
     files = []
     for pattern in paths:  # entries may be glob patterns (models/controller_demo_L*.pt)
@@ -58,12 +56,6 @@ def load_controllers(paths: list[str], model: ADMN | None = None
         files += found if "*" in pattern else [pattern]
     for path in files:
         ctl, meta = load_module(path, "controller")
-        if model is not None:
-            a, b = ctl.cfg, model.cfg
-            if (a.modalities, a.nodes, a.depth) != (b.modalities, b.nodes, b.depth):
-                raise WeightsError(f"{resolve(path)}: controller for {a.modalities} x {a.depth} "
-                                   f"blocks does not match the model's {b.modalities} x "
-                                   f"{b.depth}; {GET_WEIGHTS}")
         if ctl.cfg.controller.budget_token:
             universal = ctl
         else:

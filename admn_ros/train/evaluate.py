@@ -72,7 +72,7 @@ def load_models(cfg: TrainConfig, model_cfg: ModelConfig, weights: str | None) -
     else the shipped default weights in `models_dir`."""
     from admn_ros.core.checkpoint import load_checkpoint
     from admn_ros.data.preprocess import check_input_settings
-    from admn_ros.train.weights import check_compatible, load_default_weights, sha256
+    from admn_ros.train.weights import load_controller, load_default_weights, sha256
 
     run = Path(weights) if weights else cfg.path(cfg.out_dir)
     if (run / "admn.pt").exists():
@@ -82,10 +82,7 @@ def load_models(cfg: TrainConfig, model_cfg: ModelConfig, weights: str | None) -
         out = EvalModels(model.eval(), source=str(run))
         paths = [run / "admn.pt"]
         for p in sorted(run.glob("controller*.pt")):
-            c = load_checkpoint(p, kind="controller")
-            check_compatible(c.model_config, model_cfg, p)
-            check_input_settings(c.meta.get("preprocess"), str(p))
-            _assign(out, p.stem[len("controller"):].lstrip("_"), c.module.eval())
+            _assign(out, p.stem[len("controller"):].lstrip("_"), load_controller(p, model_cfg))
             paths.append(p)
     else:
         dw = load_default_weights(cfg.path(cfg.models_dir), cfg.recipe, model_cfg)

@@ -218,13 +218,19 @@ def load_default_weights(models_dir: str | Path = REPO_ROOT / "models", recipe: 
         prefix = f"controller_{recipe}"
         for path in sorted(models_dir.glob(f"{prefix}_*.pt")):  # controllers only
             verify(path, sums)
-            c = load_checkpoint(path, kind="controller")
-            check_compatible(c.model_config, cfg, path)
-            check_input_settings(c.meta.get("preprocess"), str(path))
             key = controller_key(path.name, prefix)
-            out.controllers[key] = c.module.float().eval()
+            out.controllers[key] = load_controller(path, cfg).float()
             out.paths[key] = path
     return out
+
+
+def load_controller(path: Path, model_cfg: ModelConfig) -> Controller:
+    """An eval-mode controller from `path`, refused unless trained for `model_cfg`'s main
+    network on inputs prepared as they are now."""
+    c = load_checkpoint(path, kind="controller")
+    check_compatible(c.model_config, model_cfg, path)
+    check_input_settings(c.meta.get("preprocess"), str(path))
+    return c.module.eval()
 
 
 def check_compatible(ctrl_cfg: ModelConfig, model_cfg: ModelConfig, path: Path) -> None:

@@ -351,7 +351,7 @@ def test_controller_for_another_main_network_is_refused(run, tmp_path):
         load_default_weights(models, "tiny", cfg.model_config())
 
 
-def test_goal_lines_report_each_ratio() -> None:
+def test_goal_lines_report_each_ratio_against_the_recipes_goals() -> None:
     def cell(e: float) -> dict:
         return {"error_cm": e}
 
@@ -359,18 +359,32 @@ def test_goal_lines_report_each_ratio() -> None:
              "admn": {"6": cell(25.0), "8": cell(22.0)},
              "admn_universal": {"6": cell(27.5), "8": cell(22.0)},
              "naive": {"6": cell(40.0)}, "random": {"6": cell(50.0)}}
+    discrete = {"upper_bound": {"6": cell(30.0)}, "admn": {"6": cell(36.0)}}
     bounds = {"binary": {"splits": {"6": {"masks": 10, "oracle_cm": 16.0, "best_static": {
         "blocks": [[0], [0], [0, 2, 4, 6]], "error_cm": 20.0}}}}}
-    text = "\n".join(goal_lines({"tables": {"binary": table}, "budgets": [6, 8],
-                                 "bounds": bounds}))
-    assert "25.0 / 20.0 cm = 1.25x (goal <= 1.25x)" in text
-    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x" in text
-    assert "random at L=6 vs ADMN: 50.0 / 25.0 cm = 2.00x" in text
+    premise = {"curves": {"clean": {"all": [70.0, 12.0]}}}
+    res = {"tables": {"binary": table, "discrete": discrete}, "budgets": [6, 8],
+           "bounds": bounds, "premise": premise}
+    text = "\n".join(goal_lines(res))  # no goals recorded: EvalGoals' defaults
+    assert "full model, clean inputs: 12.0 cm (goal <= 15 cm: met)" in text
+    assert "full model, binary noise: 20.0 cm (goal <= 35 cm: met)" in text
+    assert "binary noise, ADMN at L=6 vs the full model: 25.0 / 20.0 cm = 1.25x " \
+        "(goal <= 1.15x: missed)" in text
+    assert "discrete noise, ADMN at L=6 vs the full model: 36.0 / 30.0 cm = 1.20x " \
+        "(goal <= 1.4x: met)" in text
+    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x (goal >= 1.5x: met)" in text
+    assert "random at L=6 vs ADMN: 50.0 / 25.0 cm = 2.00x (goal >= 1.5x: met)" in text
     assert "naive at L=6 vs the per-sample oracle over splits (10 masks): 40.0 / 16.0 cm = " \
         "2.50x" in text
     assert "ADMN at L=6 vs the best static mask of splits (1/1/4): 25.0 / 20.0 cm = 1.25x" \
         in text
-    assert "L=6: +10.0 %, L=8: +0.0 %" in text
+    assert "L=6: +10.0 %, L=8: +0.0 % (goal within 5 % at every budget: missed)" in text
+    strict = dict(res, goals={"full_clean_cm": 10.0, "baseline_vs_admn": 1.8,
+                              "universal_within_pct": 10.0})
+    text = "\n".join(goal_lines(strict))
+    assert "12.0 cm (goal <= 10 cm: missed)" in text
+    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x (goal >= 1.8x: missed)" in text
+    assert "(goal within 10 % at every budget: met)" in text
     assert goal_lines({"tables": {}, "budgets": [6]}) == []
 
 

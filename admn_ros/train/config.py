@@ -114,6 +114,19 @@ class BaselineEval:
 
 
 @dataclass
+class EvalGoals:
+    """What the report measures itself against (its "Goals" section): the full model's error,
+    and at the lowest budget ADMN against the full model and naive / random against ADMN."""
+
+    full_clean_cm: float = 15.0  # full model, clean inputs (the premise curve at every block)
+    full_binary_cm: float = 35.0  # full model, binary noise
+    admn_vs_full_binary: float = 1.15  # ADMN / full model at most, binary noise
+    admn_vs_full_other: float = 1.4  # ... discrete and continuous noise
+    baseline_vs_admn: float = 1.5  # naive / ADMN and random / ADMN at least, binary noise
+    universal_within_pct: float = 5.0  # universal vs per-budget controllers, every budget
+
+
+@dataclass
 class EvalSection:
     """`admn eval`: reported tables on `split` (default: every frame of the test split);
     every choice it makes (the best static allocation, the baselines' calibrated knobs) on
@@ -147,6 +160,7 @@ class EvalSection:
         sweep=[0.0, 10.0, 20.0, 30.0, 50.0, 100.0, 1000.0]))
     m2sn: BaselineEval = field(default_factory=lambda: BaselineEval(
         sweep=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))
+    goals: EvalGoals = field(default_factory=EvalGoals)
 
 
 @dataclass

@@ -368,12 +368,12 @@ def test_goal_lines_report_each_ratio_against_the_recipes_goals() -> None:
     text = "\n".join(goal_lines(res))  # no goals recorded: EvalGoals' defaults
     assert "full model, clean inputs: 12.0 cm (goal <= 15 cm: met)" in text
     assert "full model, binary noise: 20.0 cm (goal <= 35 cm: met)" in text
-    assert "binary noise, ADMN at L=6 vs the full model: 25.0 / 20.0 cm = 1.25x " \
+    assert "binary noise, ADMN at L=6 vs the full model: 25.0 / 20.0 cm = 1.250x " \
         "(goal <= 1.15x: missed)" in text
-    assert "discrete noise, ADMN at L=6 vs the full model: 36.0 / 30.0 cm = 1.20x " \
+    assert "discrete noise, ADMN at L=6 vs the full model: 36.0 / 30.0 cm = 1.200x " \
         "(goal <= 1.4x: met)" in text
-    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x (goal >= 1.5x: met)" in text
-    assert "random at L=6 vs ADMN: 50.0 / 25.0 cm = 2.00x (goal >= 1.5x: met)" in text
+    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.600x (goal >= 1.5x: met)" in text
+    assert "random at L=6 vs ADMN: 50.0 / 25.0 cm = 2.000x (goal >= 1.5x: met)" in text
     assert "naive at L=6 vs the per-sample oracle over splits (10 masks): 40.0 / 16.0 cm = " \
         "2.50x" in text
     assert "ADMN at L=6 vs the best static mask of splits (1/1/4): 25.0 / 20.0 cm = 1.25x" \
@@ -383,8 +383,10 @@ def test_goal_lines_report_each_ratio_against_the_recipes_goals() -> None:
                               "universal_within_pct": 10.0})
     text = "\n".join(goal_lines(strict))
     assert "12.0 cm (goal <= 10 cm: missed)" in text
-    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.60x (goal >= 1.8x: missed)" in text
+    assert "naive at L=6 vs ADMN: 40.0 / 25.0 cm = 1.600x (goal >= 1.8x: missed)" in text
     assert "(goal within 10 % at every budget: met)" in text
+    near = dict(res, tables={"binary": dict(table, admn={"6": cell(23.1)})})
+    assert "23.1 / 20.0 cm = 1.155x (goal <= 1.15x: missed)" in "\n".join(goal_lines(near))
     assert goal_lines({"tables": {}, "budgets": [6]}) == []
 
 

@@ -581,7 +581,7 @@ def goal_lines(res: dict) -> list[str]:
     def err(kind: str, policy: str, b: str = low) -> float | None:
         return tables.get(kind, {}).get(policy, {}).get(b, {}).get("error_cm")
 
-    def line(text: str, ok: bool, goal: str) -> str:
+    def line(text: str, ok: bool, goal: str) -> str:  # ratios to 3 decimals: 1.155x misses 1.15x
         return f"- {text} (goal {goal}: {'met' if ok else 'missed'})"
 
     admn, ub = err("binary", "admn"), err("binary", "upper_bound")
@@ -600,12 +600,12 @@ def goal_lines(res: dict) -> list[str]:
             continue
         limit = goals.admn_vs_full_binary if kind == "binary" else goals.admn_vs_full_other
         out.append(line(f"{kind} noise, ADMN at L={low} vs the full model: {a:.1f} / {u:.1f} "
-                        f"cm = {a / u:.2f}x", a / u <= limit, f"<= {limit:g}x"))
+                        f"cm = {a / u:.3f}x", a / u <= limit, f"<= {limit:g}x"))
     for base in ("naive", "random"):
         e = err("binary", base)
         if e is not None:
             out.append(line(f"binary noise, {base} at L={low} vs ADMN: {e:.1f} / {admn:.1f} cm "
-                            f"= {e / admn:.2f}x", e / admn >= goals.baseline_vs_admn,
+                            f"= {e / admn:.3f}x", e / admn >= goals.baseline_vs_admn,
                             f">= {goals.baseline_vs_admn:g}x"))
     gaps = {}
     for b in map(str, budgets):

@@ -158,7 +158,8 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     """The issue-20 run with the depth reference: demo_frozen4's stages on the demo model
     whose depth backbone subtracts each node's reference image and has its own scale; from
     scratch (demo_ref) and with whole-modality dropout 0.3 (demo_ref_drop), both combined
-    (demo_frozen4_ref_drop) and that with block 0 frozen only (demo_frozen1_ref_drop)."""
+    (demo_frozen4_ref_drop) and that with block 0 frozen only (demo_frozen1_ref_drop), also
+    finetuned longer (demo_frozen1_ref_drop_long)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -199,3 +200,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (one.mae, one.controller, one.controller_ae, one.eval, one.data) == \
         (both.mae, both.controller, both.controller_ae, both.eval, both.data)
     assert one.recipe == "demo_frozen1_ref_drop" and one.models_dir != "models"
+    long = load_train_config("config/train/demo_frozen1_ref_drop_long.yaml")
+    assert dataclasses.replace(long.backbone, epochs=5) == one.backbone
+    assert long.backbone.epochs * long.backbone.max_steps_per_epoch == 4800
+    assert (long.model_config(), long.mae, long.controller, long.eval) == \
+        (one.model_config(), one.mae, one.controller, one.eval)
+    assert long.recipe == "demo_frozen1_ref_drop_long" and long.out_dir != one.out_dir

@@ -25,7 +25,8 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     recipe = tiny_recipe(tmp, rec, backbone=small, controller=small, controller_ae=small,
                          eval={"budgets": [3, 4, 6], "batch_size": 16, "max_samples": 9,
                                "exhaustive_max_masks": 6, "noise_repeats": 2,
-                               "bootstrap_samples": 200, "bootstrap_block": 2})
+                               "bootstrap_samples": 200, "bootstrap_block": 2,
+                               "pattern_min_samples": 1})
     cfg = load_train_config(recipe)
     for stage in ("backbone", "controller", "controller-ae"):
         run_stage(cfg, stage)
@@ -67,7 +68,7 @@ def test_eval_writes_every_table_and_plot(report):
         assert f"## {kind} noise" in md
     assert (out / "tiny_error_vs_budget.png").stat().st_size > 1000
     assert (out / "tiny_allocation.png").stat().st_size > 1000
-    assert "## What allocation can gain" in md
+    assert "## What allocation can gain" in md and "| per noise pattern (val) |" in md
 
 
 def test_eval_allocation_bounds(report):
@@ -80,6 +81,9 @@ def test_eval_allocation_bounds(report):
             assert sum(map(len, best["blocks"])) == int(b) and best["tuned_on"] == "val"
             # chosen on val, scored on test: never better than the test's own best
             assert cell["oracle_cm"] <= hind["error_cm"] <= best["error_cm"] + 0.01
+            per_pattern = cell["best_per_noise_pattern"]
+            assert per_pattern["tuned_on"] == "val" and per_pattern["patterns"] >= 1
+            assert cell["oracle_cm"] <= per_pattern["error_cm"] + 0.01
         # one mask at L=3: every figure is the same mask's
         assert abs(splits["3"]["oracle_cm"] - splits["3"]["best_static"]["error_cm"]) < 0.01
         if kind != "binary":
@@ -130,6 +134,9 @@ def test_eval_refuses_to_tune_on_test(run):
                                                         split=split)))
         with pytest.raises(ValueError, match="tune_split"):
             validate(cfg, cfg.model_config())
+    cfg = load_train_config(dict(recipe, eval=dict(recipe["eval"], pattern_min_samples=0)))
+    with pytest.raises(ValueError, match=r"pattern_min_samples >= 1, got .* 0"):
+        validate(cfg, cfg.model_config())
     cfg = load_train_config(recipe)
     test = load_split(recipe["data"]["root"], "test", cfg.model_config())
     with pytest.raises(ValueError, match="tuning on the test split is refused"):
@@ -167,6 +174,42 @@ def test_allocation_scores_best_static_and_oracle() -> None:
     # means: a 3.0, b 2.5 -> b is the best static mask; oracle: per sample min (1, 2) -> 1.5
     assert scores.result() == {"4": {"masks": 2, "oracle_cm": 1.5, "best_static": {
         "blocks": [[0], [0, 2], [0]], "error_cm": 2.5}}}
+
+
+def test_best_candidate_per_noise_pattern() -> None:
+    from types import SimpleNamespace
+
+    from admn_ros.train.allocation_bounds import (
+        AllocationScores,
+        noise_pattern,
+        split_candidates,
+    )
+
+    # sigma [B=3, S=3 nodes, M=2]: per modality, how many nodes are noisy, base-4 digits
+    sigma = torch.tensor([[[0.0, 1.0], [0.0, 1.0], [0.0, 0.2]],
+                          [[0.5, 0.0], [0.9, 0.0], [1.0, 0.49]],
+                          [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    assert noise_pattern(sigma).tolist() == [0 * 4 + 2, 3 * 4 + 0, 0]
+    a, b = split_candidates(3, 4, 4)[:2]
+    # pattern 7: a is better (1 vs 4); pattern 9: b is better (6 vs 2)
+    errors = {a.numpy().tobytes(): [1.0, 6.0, 1.0], b.numpy().tobytes(): [4.0, 2.0, 4.0]}
+
+    def runner(inputs, mask):
+        e = torch.tensor(errors[mask[0].numpy().tobytes()])
+        return SimpleNamespace(mean=torch.stack([e, torch.zeros(3)], dim=1))
+
+    scores = AllocationScores({4: [a, b]})
+    scores.add(runner, {}, torch.zeros(3, 2), torch.tensor([7, 9, 7]))
+    assert scores.index(4, b) == 1
+    assert scores.best_for_pattern(4, min_samples=1) == {7: 0, 9: 1}
+    assert scores.best_for_pattern(4, min_samples=2) == {7: 0}  # pattern 9 seen once
+    # static a: (1 + 6 + 1) / 3; per pattern: (1 + 2 + 1) / 3; 9 unknown -> the fallback b
+    assert scores.mean_error(4, a) == round(8 / 3, 2)
+    assert scores.choice_error(4, {7: 0, 9: 1}, fallback=0) == round(4 / 3, 2)
+    assert scores.choice_error(4, {7: 0}, fallback=1) == round(4 / 3, 2)
+    assert scores.choice_error(4, {}, fallback=1) == round(10 / 3, 2)
+    with pytest.raises(ValueError, match="no noise patterns"):
+        AllocationScores({4: [a]}).choice_error(4, {}, fallback=0)
 
 
 def test_allocation_candidates() -> None:
@@ -361,7 +404,8 @@ def test_goal_lines_report_each_ratio_against_the_recipes_goals() -> None:
              "naive": {"6": cell(40.0)}, "random": {"6": cell(50.0)}}
     discrete = {"upper_bound": {"6": cell(30.0)}, "admn": {"6": cell(36.0)}}
     bounds = {"binary": {"splits": {"6": {"masks": 10, "oracle_cm": 16.0, "best_static": {
-        "blocks": [[0], [0], [0, 2, 4, 6]], "error_cm": 20.0}}}}}
+        "blocks": [[0], [0], [0, 2, 4, 6]], "error_cm": 20.0}, "best_per_noise_pattern": {
+        "error_cm": 18.0, "patterns": 12}}}}}
     premise = {"curves": {"clean": {"all": [70.0, 12.0]}}}
     res = {"tables": {"binary": table, "discrete": discrete}, "budgets": [6, 8],
            "bounds": bounds, "premise": premise}
@@ -379,6 +423,8 @@ def test_goal_lines_report_each_ratio_against_the_recipes_goals() -> None:
     assert "ADMN at L=6 vs the best static mask of splits (1/1/4): 25.0 / 20.0 cm = 1.25x" \
         in text
     assert "L=6: +10.0 %, L=8: +0.0 % (goal within 5 % at every budget: missed)" in text
+    assert "best static vs the best splits mask per noise pattern at L=6: 20.0 / 18.0 cm = " \
+        "1.11x" in text
     strict = dict(res, goals={"full_clean_cm": 10.0, "baseline_vs_admn": 1.8,
                               "universal_within_pct": 10.0})
     text = "\n".join(goal_lines(strict))

@@ -150,6 +150,9 @@ class EvalSection:
     # (block 0 on) where a budget has at most `exhaustive_max_masks` (0: never), under these
     exhaustive_max_masks: int = 0
     exhaustive_noise: list[NoiseKind] = field(default_factory=lambda: ["binary"])
+    # ... and the best candidate per noise pattern (allocation_bounds.noise_pattern), chosen
+    # on tune_split for the patterns seen there at least this often (others: best static)
+    pattern_min_samples: int = 5
     # does depth matter (train/premise.py): error vs blocks per backbone, on the evaluated
     # frames, in these settings (`clean` or a noise kind; empty: not measured)
     premise_noise: list[str] = field(default_factory=lambda: ["clean", "binary"])
@@ -223,10 +226,11 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
                          f"split {ev.split!r} (design choices are made on validation data), "
                          f"got {ev.tune_split!r}")
     if ev.noise_repeats < 1 or ev.quick_samples < 1 or ev.bootstrap_block < 1 \
-            or ev.bootstrap_samples < 1:
-        raise ValueError(f"eval: expected noise_repeats, quick_samples, bootstrap_block and "
-                         f"bootstrap_samples >= 1, got {ev.noise_repeats}, {ev.quick_samples}, "
-                         f"{ev.bootstrap_block}, {ev.bootstrap_samples}")
+            or ev.bootstrap_samples < 1 or ev.pattern_min_samples < 1:
+        raise ValueError(f"eval: expected noise_repeats, quick_samples, bootstrap_block, "
+                         f"bootstrap_samples and pattern_min_samples >= 1, got "
+                         f"{ev.noise_repeats}, {ev.quick_samples}, {ev.bootstrap_block}, "
+                         f"{ev.bootstrap_samples}, {ev.pattern_min_samples}")
     bad = [k for k in ev.premise_noise if k not in ("clean", *NOISE_KINDS)]
     if bad:
         raise ValueError(f"eval.premise_noise: expected 'clean' or one of {list(NOISE_KINDS)}, "

@@ -159,7 +159,8 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     whose depth backbone subtracts each node's reference image and has its own scale; from
     scratch (demo_ref) and with whole-modality dropout 0.3 (demo_ref_drop), both combined
     (demo_frozen4_ref_drop) and that with block 0 frozen only (demo_frozen1_ref_drop), also
-    finetuned longer (demo_frozen1_ref_drop_long)."""
+    finetuned longer (demo_frozen1_ref_drop_long) and with radar dropped more often than the
+    cameras (demo_frozen1_ref_radardrop)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -206,3 +207,12 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (long.model_config(), long.mae, long.controller, long.eval) == \
         (one.model_config(), one.mae, one.controller, one.eval)
     assert long.recipe == "demo_frozen1_ref_drop_long" and long.out_dir != one.out_dir
+    radar = load_train_config("config/train/demo_frozen1_ref_radardrop.yaml")
+    validate(radar, radar.model_config())
+    assert radar.model_config().layerdrop.full_drop_probs(["rgb", "depth", "radar"]) == \
+        [0.2, 0.2, 0.5]
+    same_drop = dataclasses.replace(radar.model_config().layerdrop, full_drop_prob=0.3)
+    assert dataclasses.replace(radar.model_config(), layerdrop=same_drop) == one.model_config()
+    assert (radar.mae, radar.backbone, radar.controller, radar.eval, radar.data) == \
+        (one.mae, one.backbone, one.controller, one.eval, one.data)
+    assert radar.recipe == "demo_frozen1_ref_radardrop" and radar.models_dir != "models"

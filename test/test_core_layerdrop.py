@@ -34,7 +34,28 @@ def test_linear_ramp() -> None:
     assert bool(ld0.sample(epoch=0, batch_size=100).all())
 
 
-@pytest.mark.parametrize("kwargs", [{"rate": 1.0}, {"full_drop_prob": -0.1}, {"ramp_epochs": -1}])
+def test_full_drop_per_modality() -> None:
+    from admn_ros.core.config import load_model_config
+
+    ld = LayerDrop(3, 8, rate=0.0, full_drop_prob=[0.0, 0.5, 1.0])
+    masks = ld.sample(batch_size=4000, generator=torch.Generator().manual_seed(0))
+    only_block0 = (masks[..., 1:].sum(-1) == 0).float().mean(0)  # [M]
+    assert only_block0[0] == 0.0 and abs(only_block0[1] - 0.5) < 0.03 and only_block0[2] == 1.0
+    # in a model config: one value for all, or one per modality, every modality named
+    cfg = load_model_config({"layerdrop": {"full_drop_prob": {"rgb": 0.2, "depth": 0.2,
+                                                              "radar": 0.6}}})
+    assert LayerDrop.from_config(cfg).full_drop_prob.flatten().tolist() == \
+        pytest.approx([0.2, 0.2, 0.6])
+    with pytest.raises(ValueError, match=r"one per modality \['rgb', 'depth', 'radar'\], "
+                                         r"got \['radar'\]"):
+        load_model_config({"layerdrop": {"full_drop_prob": {"radar": 0.6}}})
+    with pytest.raises(ValueError, match="full_drop_prob <= 1"):
+        load_model_config({"layerdrop": {"full_drop_prob": {"rgb": 0.2, "depth": 0.2,
+                                                            "radar": 1.5}}})
+
+
+@pytest.mark.parametrize("kwargs", [{"rate": 1.0}, {"full_drop_prob": -0.1},
+                                    {"full_drop_prob": [0.1, 0.1]}, {"ramp_epochs": -1}])
 def test_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="expected"):
         LayerDrop(3, 4, **kwargs)

@@ -160,6 +160,28 @@ def test_checkpoint_from_another_model_config(trained, tmp_path):
         run_stage(cfg, "controller")
 
 
+def test_backbone_starts_from_mae_trained_with_another_layerdrop(trained, tmp_path):
+    """LayerDrop is how the backbone stage trains, not the weights it starts from: MAE weights
+    of the same network load whatever its LayerDrop; another network's are refused."""
+    tmp, recipe = trained
+    mae = str(tmp / "run" / "mae.pt")
+    for name, over, ok in (
+            ("drop", {"layerdrop": {"full_drop_prob": {"rgb": 0.1, "depth": 0.1, "radar": 0.9}}},
+             True),
+            ("wide", {"backbone": dict(TINY_MODEL["backbone"], embed_dim=16)}, False)):
+        model = tmp_path / f"{name}.yaml"
+        model.write_text(yaml.safe_dump(dict(TINY_MODEL, **over)))
+        cfg = load_train_config(dict(recipe, model=str(model), out_dir=str(tmp_path / name),
+                                     backbone=dict(recipe["backbone"], epochs=1, init=mae)))
+        if ok:
+            run_stage(cfg, "backbone")
+            saved = torch.load(tmp_path / name / "admn.pt", weights_only=False)
+            assert saved["model_config"]["layerdrop"]["full_drop_prob"]["radar"] == 0.9
+        else:
+            with pytest.raises(ValueError, match=r"backbone\.embed_dim"):
+                run_stage(cfg, "backbone")
+
+
 def test_resume_with_another_model_config(tmp_path, rec):
     cfg = load_train_config(tiny_recipe(tmp_path, rec, backbone={"epochs": 2}))
     run_stage(cfg, "backbone", stop_after_epochs=1)

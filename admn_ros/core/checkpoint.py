@@ -144,11 +144,13 @@ def merge_shards(main: Path, state: Mapping[str, Tensor], names: list[str]) -> d
 
 
 def load_checkpoint(path: str | Path, into: nn.Module | None = None, kind: str | None = None,
-                    kinds: Mapping[str, CheckpointKind] | None = None) -> Checkpoint:
+                    kinds: Mapping[str, CheckpointKind] | None = None,
+                    ignore: tuple[str, ...] = ()) -> Checkpoint:
     """Load a checkpoint. With `into`, its configs must equal the file's (ValueError naming the
     differing fields) and weights are loaded into it; otherwise a module is built from the file.
     `kind` ("admn" | "controller", or a key of `kinds`) and `into`'s kind check what the file
-    holds. `kinds`: the registry to build from (default: the core's KINDS)."""
+    holds. `kinds`: the registry to build from (default: the core's KINDS). `ignore`: config
+    sections (e.g. "layerdrop") that may differ, for a file that only initialises training."""
     kinds = KINDS if kinds is None else kinds
     want = kind
     if into is not None:
@@ -166,18 +168,20 @@ def load_checkpoint(path: str | Path, into: nn.Module | None = None, kind: str |
     if into is None:
         into = kinds[got].cls(*configs.values())
     else:
-        _check_configs(path, into, entries, configs)
+        _check_configs(path, into, entries, configs, ignore)
     into.load_state_dict(data["state_dict"])
     return Checkpoint(got, configs["model"], into, data.get("meta", {}), configs)
 
 
 def _check_configs(path: str | Path, module: nn.Module, entries: tuple[ConfigEntry, ...],
-                   configs: Mapping[str, Any]) -> None:
+                   configs: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> None:
     """ValueError naming the fields where `module`'s configs differ from the file's (prefixed
-    with the entry name when a kind stores more than one config)."""
+    with the entry name when a kind stores more than one config), but those in `ignore`'s
+    sections (single-config kinds)."""
     if len(entries) == 1:
         (e,) = entries
-        diff = e.diff(getattr(module, e.attr), configs[e.name])
+        diff = [k for k in e.diff(getattr(module, e.attr), configs[e.name])
+                if k.split(".")[0] not in ignore]
         what = f"{e.name} config"
     else:
         diff = [f"{e.name}.{k}" for e in entries

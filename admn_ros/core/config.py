@@ -260,8 +260,15 @@ class ControllerConfig:
 class LayerDropConfig:
     rate: float = 0.2
     ramp_epochs: int = 0  # linear ramp of the rate from 0 over this many epochs
-    full_drop_prob: float = 0.1  # chance a modality keeps only block 0
+    # chance a modality keeps only its min_blocks: one value, or one per modality (every
+    # modality named), e.g. to drop a dominant modality more often than the others
+    full_drop_prob: float | dict[str, float] = 0.1
     mode: Literal["skip", "blend"] = "skip"
+
+    def full_drop_probs(self, modalities: list[str]) -> list[float]:
+        """`full_drop_prob` per modality, in `modalities` order."""
+        p = self.full_drop_prob
+        return [p[m] for m in modalities] if isinstance(p, dict) else [p] * len(modalities)
 
 
 @dataclass
@@ -395,7 +402,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
             f"controller.budget_min/max: expected {m} <= min <= max <= {total}, got {lo}..{hi}"
         )
     ld = cfg.layerdrop
-    if not (0.0 <= ld.rate < 1.0 and 0.0 <= ld.full_drop_prob <= 1.0):
+    if isinstance(ld.full_drop_prob, dict) and set(ld.full_drop_prob) != set(cfg.modalities):
+        raise ValueError(f"layerdrop.full_drop_prob: expected one value or one per modality "
+                         f"{cfg.modalities}, got {sorted(ld.full_drop_prob)}")
+    probs = ld.full_drop_probs(cfg.modalities)
+    if not (0.0 <= ld.rate < 1.0 and all(0.0 <= p <= 1.0 for p in probs)):
         raise ValueError(
             "layerdrop: expected 0 <= rate < 1 and 0 <= full_drop_prob <= 1, "
             f"got rate={ld.rate}, full_drop_prob={ld.full_drop_prob}"

@@ -137,8 +137,8 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> 
                     load_pretrained_backbone(vit, cfg.path(st.pretrained))
             init = cfg.path(st.init) if st.init else (out / "mae.pt" if stage == "backbone"
                                                       and (out / "mae.pt").exists() else None)
-            if init is not None:
-                load_checkpoint(init, into=model, kind="admn")
+            if init is not None:  # LayerDrop is how this stage trains, not what it starts from
+                load_checkpoint(init, into=model, kind="admn", ignore=("layerdrop",))
             else:
                 for m in model_cfg.input_reference:
                     model.backbones[m].input_reference.copy_(input_reference(train, m))

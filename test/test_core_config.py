@@ -159,8 +159,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     whose depth backbone subtracts each node's reference image and has its own scale; from
     scratch (demo_ref) and with whole-modality dropout 0.3 (demo_ref_drop), both combined
     (demo_frozen4_ref_drop) and that with block 0 frozen only (demo_frozen1_ref_drop), also
-    finetuned longer (demo_frozen1_ref_drop_long) and with radar dropped more often than the
-    cameras (demo_frozen1_ref_radardrop)."""
+    finetuned longer (demo_frozen1_ref_drop_long), with radar dropped more often than the
+    cameras (demo_frozen1_ref_radardrop) and with a loss on each modality alone
+    (demo_frozen1_ref_alone)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -216,3 +217,10 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (radar.mae, radar.backbone, radar.controller, radar.eval, radar.data) == \
         (one.mae, one.backbone, one.controller, one.eval, one.data)
     assert radar.recipe == "demo_frozen1_ref_radardrop" and radar.models_dir != "models"
+    alone = load_train_config("config/train/demo_frozen1_ref_alone.yaml")
+    validate(alone, alone.model_config())
+    assert dataclasses.replace(alone.backbone, single_modality_weight=0.0) == one.backbone
+    assert alone.backbone.single_modality_weight == 1.0
+    assert (alone.model_config(), alone.mae, alone.controller, alone.eval, alone.data) == \
+        (one.model_config(), one.mae, one.controller, one.eval, one.data)
+    assert alone.recipe == "demo_frozen1_ref_alone" and alone.models_dir != "models"

@@ -282,3 +282,51 @@ def test_lr_schedule_starts_after_the_head_only_warmup() -> None:
     assert [f(0), f(9), f(10)] == [1.0, 1.0, 1.0]  # warm-up at the base rate; cosine from 10
     assert f(60) == pytest.approx(0.51)  # half way through the 100 scheduled steps
     assert f(110) == pytest.approx(0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# per-modality deep supervision (backbone.single_modality_weight)
+# --------------------------------------------------------------------------------------------
+def tiny_model_and_inputs(batch: int = 4):
+    from admn_ros.core.config import load_model_config
+    from admn_ros.core.model import ADMN
+
+    torch.manual_seed(0)
+    model = ADMN(load_model_config(TINY_MODEL))
+    inputs = {m: torch.rand(batch, 3, c, 16, 16) for m, c in TINY_MODEL["in_chans"].items()}
+    return model, inputs
+
+
+def test_single_modality_fusion_runs_each_modality_alone_without_teaching_forced_blocks():
+    from admn_ros.train.tasks import SingleModalityFusion
+
+    model, inputs = tiny_model_and_inputs()
+    wrapper = SingleModalityFusion(model)
+    active = torch.tensor([[True, True, False], [True, False, False], [True, True, True]])
+    pred, alone = wrapper(inputs, active)
+    assert torch.allclose(pred.mean, model(inputs, active).mean, atol=1e-6)
+    assert sorted(alone) == ["radar", "rgb"]  # depth runs only its forced block 0
+    only_rgb = torch.tensor([[True, True, False], [True, False, False], [True, False, False]])
+    assert torch.allclose(alone["rgb"].mean, model(inputs, only_rgb).mean, atol=1e-6)
+    alone["rgb"].mean.sum().backward()
+    bb = model.backbones
+    assert all(p.grad is None for m in ("depth", "radar") for p in bb[m].parameters())
+    assert bb["rgb"].blocks[1].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.fusion.adapters["radar"].weight.grad.abs().sum() > 0
+
+
+def test_backbone_stage_with_single_modality_loss_exports_a_plain_model(tmp_path, rec):
+    from admn_ros.core.checkpoint import load_checkpoint
+
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, backbone={"epochs": 2,
+                                                                  "single_modality_weight": 0.5}))
+    run_stage(cfg, "backbone")
+    h = history(tmp_path / "run", "admn")
+    assert h[-1]["step"] == 6 and all(r["alone_cm"] > 0 for r in h)
+    model, _ = tiny_model_and_inputs()
+    load_checkpoint(tmp_path / "run" / "admn.pt", model)  # no wrapper keys in the weights
+    with pytest.raises(ValueError, match="single_modality_weight"):
+        from admn_ros.train.config import validate
+        bad = load_train_config(tiny_recipe(tmp_path, rec,
+                                            backbone={"single_modality_weight": -1.0}))
+        validate(bad, bad.model_config())

@@ -78,6 +78,9 @@ class StageConfig:
     # backbone: extra weight on the mean's Euclidean error (cm) added to the model's NLL loss;
     # from scratch, the NLL first inflates the variance and the mean learns slowly.
     dist_weight: float = 0.0
+    # backbone: weight of the mean loss of each modality alone through the fusion (the others
+    # at their forced blocks; tasks.SingleModalityFusion); 0: off
+    single_modality_weight: float = 0.0
     mask_ratio: float = 0.75  # mae
     decoder_dim: int = 64  # mae
     decoder_depth: int = 2  # mae
@@ -242,6 +245,9 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
     if missing:
         raise ValueError(f"noise.levels: expected a level list for {model_cfg.modalities}, "
                          f"missing {missing}")
+    if cfg.backbone.single_modality_weight < 0:
+        raise ValueError(f"backbone.single_modality_weight: expected >= 0, got "
+                         f"{cfg.backbone.single_modality_weight}")
     for sec in ("backbone", "mae"):
         st = getattr(cfg, sec)
         if not 0 <= st.freeze_blocks <= model_cfg.depth:

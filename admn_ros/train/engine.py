@@ -17,6 +17,14 @@ class NonFiniteLossError(RuntimeError):
     """A NaN / inf loss: training stops; the last good checkpoint stays on disk."""
 
 
+def set_train_mode(task, module: nn.Module) -> None:
+    """`module` in train mode; a frozen main network (controller stages) in eval mode."""
+    module.train()
+    if hasattr(task, "model") and task.module is not task.model and task.name != "mae" \
+            and not getattr(task, "trains_model", False):
+        task.model.eval()
+
+
 def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int,
                     optimizer: torch.optim.Optimizer, scheduler, epoch: int, step: int,
                     generator: torch.Generator, grad_clip: float | None = None,
@@ -24,10 +32,7 @@ def train_one_epoch(task, module: nn.Module, batches: Iterable[dict], total: int
                     ) -> tuple[dict[str, float], int]:
     """One pass over `batches` (ends early once `out_of_time()` on any rank);
     returns (mean metrics over ranks, global step after)."""
-    module.train()
-    if hasattr(task, "model") and task.module is not task.model and task.name != "mae" \
-            and not getattr(task, "trains_model", False):
-        task.model.eval()  # frozen main network (controller stages)
+    set_train_mode(task, module)
     means = SmoothedMeans()
     bar = tqdm(batches, total=total, desc=desc, disable=not D.is_main(), leave=False,
                dynamic_ncols=True)

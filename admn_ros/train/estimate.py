@@ -21,6 +21,7 @@ from admn_ros.core.config import ModelConfig
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 from admn_ros.train.config import StageConfig, TrainConfig, load_train_config, validate
+from admn_ros.train.engine import set_train_mode
 from admn_ros.train.main import controller_config, epoch_plan, head_only_epochs
 from admn_ros.train.provenance import cpu_name
 from admn_ros.train.tasks import BackboneTask, ControllerTask, MAETask
@@ -56,9 +57,7 @@ def time_steps(task, st: StageConfig, model_cfg: ModelConfig, epoch: int, steps:
     gen = torch.Generator().manual_seed(0)
     params = [p for p in task.module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=st.lr)
-    task.module.train()
-    if task.module is not getattr(task, "model", task.module) and task.name != "mae":
-        task.model.eval()
+    set_train_mode(task, task.module)
     elapsed = 0.0
     for i in range(steps + 1):
         batch = synthetic_batch(model_cfg, st.batch_size, gen)

@@ -4,7 +4,9 @@ the loop in `engine.py` is the same for every stage.
 - `MAETask` (stage `mae`): masked-autoencoder pretraining of every modality's backbone with
   LayerDrop on the encoder (never on the decoder), MSE on the masked patches.
 - `BackboneTask` (stage `backbone`): fusion finetuning with LayerDrop (one mask per batch,
-  real skipping), first blocks optionally frozen, Gaussian corruption after `clean_epochs`.
+  real skipping), first blocks optionally frozen, Gaussian corruption after `clean_epochs`;
+  optionally + `single_modality_weight` x the loss of each modality alone through the fusion
+  (`SingleModalityFusion`).
 - `ControllerTask` (stages `controller` and `controller-ae`): frozen ADMN; Gumbel top-L
   straight-through masks run the backbones in blend mode; loss = localisation loss +
   noise-sigma L1 (supervised) or + reconstruction MSE (unsupervised AE head); the first
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from admn_ros.core.baselines import M2SN, save_baseline_checkpoint
 from admn_ros.core.config import ModelConfig, NoiseConfig
 from admn_ros.core.controller import Controller
+from admn_ros.core.fusion import GaussianPrediction
 from admn_ros.core.layerdrop import LayerDrop
 from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
@@ -149,14 +152,48 @@ def freeze_early_blocks(model: ADMN, n: int) -> None:
         vit.pos_embed.requires_grad_(False)
 
 
+class SingleModalityFusion(nn.Module):
+    """The backbone stage's forward with per-modality deep supervision: the fused prediction
+    for the LayerDrop mask, and for each modality that runs more than its forced blocks the
+    prediction from it alone, the others reduced to their forced blocks (what a whole-modality
+    drop leaves). Those forced-block features are computed without gradients, so this loss
+    teaches each modality's deeper blocks and the fusion to localise, never the forced blocks
+    (which would make depth worthless: block 0 alone would carry the target)."""
+
+    def __init__(self, model: ADMN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, Tensor], active: Tensor
+                ) -> tuple[GaussianPrediction, dict[str, GaussianPrediction]]:
+        """`active` bool [M, D] -> (fused prediction, {modality: its prediction alone})."""
+        cfg = self.model.cfg
+        feats = self.model.encode_all(inputs, active)  # {m: [B, S, E]}
+        forced = torch.zeros_like(active)
+        for i, k in enumerate(cfg.min_blocks_list):
+            forced[i, :k] = True
+        with torch.no_grad():
+            reduced = self.model.encode_all(inputs, forced)
+        alone = {m: self.model.fuse({**reduced, m: feats[m]})
+                 for i, m in enumerate(cfg.modalities)
+                 if int(active[i].sum()) > cfg.min_blocks_list[i]}
+        return self.model.fuse(feats), alone
+
+
 class BackboneTask:
     name = "backbone"
+    trains_model = True  # the engine must not switch `model` to eval mode (the module holds it)
 
     def __init__(self, model: ADMN, st: StageConfig, noise: NoiseConfig, seed: int) -> None:
         self.model, self.st, self.noise, self.seed = model, st, noise, seed
-        self.module = model
+        self.module = SingleModalityFusion(model) if st.single_modality_weight else model
         freeze_early_blocks(model, st.freeze_blocks)
         self.layerdrop = LayerDrop.from_config(model.cfg)
+
+    def target_loss(self, pred: GaussianPrediction, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(model loss + dist_weight x mean error, mean error in cm)."""
+        err = localisation_error_cm(pred.mean, target).mean()
+        return self.model.loss(pred, target) + self.st.dist_weight * err, err
 
     def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
              ) -> tuple[Tensor, dict[str, float]]:
@@ -171,10 +208,17 @@ class BackboneTask:
         shared = torch.Generator().manual_seed(self.seed * 1_000_003 + step)  # same on all ranks
         active = self.layerdrop.sample(epoch, generator=shared) if self.st.layerdrop else \
             torch.ones(cfg.num_modalities, cfg.depth, dtype=torch.bool)
-        pred = self.module(inputs, active.to(batch["target"].device))
-        err = localisation_error_cm(pred.mean, batch["target"]).mean()
-        loss = self.model.loss(pred, batch["target"]) + self.st.dist_weight * err
-        return loss, {"loss": loss.item(), "error_cm": err.item(), "noisy": float(noisy)}
+        target = batch["target"]
+        out = self.module(inputs, active.to(target.device))
+        pred, alone = out if self.st.single_modality_weight else (out, {})
+        loss, err = self.target_loss(pred, target)
+        metrics = {"error_cm": err.item(), "noisy": float(noisy)}
+        if alone:
+            terms = [self.target_loss(p, target) for p in alone.values()]
+            loss = loss + self.st.single_modality_weight * torch.stack(
+                [t for t, _ in terms]).mean()
+            metrics["alone_cm"] = torch.stack([e for _, e in terms]).mean().item()
+        return loss, {"loss": loss.item(), **metrics}
 
 
 # --------------------------------------------------------------------------------------------

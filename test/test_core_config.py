@@ -161,7 +161,8 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     (demo_frozen4_ref_drop) and that with block 0 frozen only (demo_frozen1_ref_drop), also
     finetuned longer (demo_frozen1_ref_drop_long), with radar dropped more often than the
     cameras (demo_frozen1_ref_radardrop) and with a loss on each modality alone
-    (demo_frozen1_ref_alone)."""
+    (demo_frozen1_ref_alone), that with block 0 frozen at its random initialisation
+    (demo_rand1_ref_alone)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -224,3 +225,10 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (alone.model_config(), alone.mae, alone.controller, alone.eval, alone.data) == \
         (one.model_config(), one.mae, one.controller, one.eval, one.data)
     assert alone.recipe == "demo_frozen1_ref_alone" and alone.models_dir != "models"
+    rand = load_train_config("config/train/demo_rand1_ref_alone.yaml")
+    validate(rand, rand.model_config())
+    assert rand.mae.epochs == 0 and dataclasses.replace(rand.mae, epochs=alone.mae.epochs) == \
+        alone.mae
+    assert (rand.model_config(), rand.backbone, rand.controller, rand.eval, rand.data) == \
+        (alone.model_config(), alone.backbone, alone.controller, alone.eval, alone.data)
+    assert rand.recipe == "demo_rand1_ref_alone" and rand.out_dir != alone.out_dir

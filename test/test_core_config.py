@@ -232,3 +232,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (rand.model_config(), rand.backbone, rand.controller, rand.eval, rand.data) == \
         (alone.model_config(), alone.backbone, alone.controller, alone.eval, alone.data)
     assert rand.recipe == "demo_rand1_ref_alone" and rand.out_dir != alone.out_dir
+    methods = load_train_config("config/train/demo_rand1_ref_alone_baselines.yaml")
+    validate(methods, methods.model_config())
+    assert (methods.recipe, methods.out_dir, methods.backbone, methods.controller) == \
+        (rand.recipe, rand.out_dir, rand.backbone, rand.controller)
+    assert all(getattr(methods, m).freeze_model and not getattr(methods, m).pretrain_epochs
+               for m in ("dynmm", "mmexit", "m2sn"))

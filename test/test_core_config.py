@@ -238,3 +238,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
         (rand.recipe, rand.out_dir, rand.backbone, rand.controller)
     assert all(getattr(methods, m).freeze_model and not getattr(methods, m).pretrain_epochs
                for m in ("dynmm", "mmexit", "m2sn"))
+    uni = load_train_config("config/train/demo_rand1_ref_alone_universal4x.yaml")
+    validate(uni, uni.model_config())
+    assert uni.controller.universal and uni.controller.budgets == []
+    assert dataclasses.replace(uni.controller, budgets=rand.controller.budgets,
+                               max_steps_per_epoch=45) == rand.controller
+    assert (uni.model_config(), uni.backbone) == (rand.model_config(), rand.backbone)

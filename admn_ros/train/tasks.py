@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from admn_ros.core.baselines import M2SN, save_baseline_checkpoint
 from admn_ros.core.config import ModelConfig, NoiseConfig
-from admn_ros.core.controller import Controller
+from admn_ros.core.controller import Controller, forced_slots
 from admn_ros.core.fusion import GaussianPrediction
 from admn_ros.core.layerdrop import LayerDrop
 from admn_ros.core.model import ADMN, downsample
@@ -169,9 +169,8 @@ class SingleModalityFusion(nn.Module):
         """`active` bool [M, D] -> (fused prediction, {modality: its prediction alone})."""
         cfg = self.model.cfg
         feats = self.model.encode_all(inputs, active)  # {m: [B, S, E]}
-        forced = torch.zeros_like(active)
-        for i, k in enumerate(cfg.min_blocks_list):
-            forced[i, :k] = True
+        forced = forced_slots(cfg.num_modalities, cfg.depth, active.device,
+                              cfg.min_blocks_list).view_as(active)
         with torch.no_grad():
             reduced = self.model.encode_all(inputs, forced)
         alone = {m: self.model.fuse({**reduced, m: feats[m]})

@@ -330,3 +330,33 @@ def test_backbone_stage_with_single_modality_loss_exports_a_plain_model(tmp_path
         bad = load_train_config(tiny_recipe(tmp_path, rec,
                                             backbone={"single_modality_weight": -1.0}))
         validate(bad, bad.model_config())
+
+
+# --------------------------------------------------------------------------------------------
+# controllers: the mean's error in the task loss (controller.dist_weight)
+# --------------------------------------------------------------------------------------------
+def test_controller_dist_weight_adds_the_error_to_its_task_loss(tmp_path, rec):
+    from admn_ros.core.config import NoiseConfig, load_model_config
+    from admn_ros.core.controller import Controller
+    from admn_ros.train.config import StageConfig, validate
+    from admn_ros.train.tasks import ControllerTask
+
+    model, inputs = tiny_model_and_inputs()
+    torch.manual_seed(1)
+    controller = Controller(load_model_config(TINY_MODEL))
+    batch = {"inputs": inputs, "target": torch.rand(4, 2) * 100}
+    noise = NoiseConfig(levels={"rgb": [0.0, 0.5], "depth": [0.0, 0.2], "radar": [0.0, 0.4]})
+    out = {}
+    for w in (0.0, 2.0):
+        st = StageConfig(dist_weight=w, warmup_noise_epochs=0, noise_kinds=["binary"])
+        task = ControllerTask(model, controller, st, noise, budget=4)
+        torch.manual_seed(2)  # the controller's Gumbel draw
+        out[w] = task.loss(batch, 0, 0, torch.Generator().manual_seed(0))
+    (loss0, m0), (loss2, m2) = out[0.0], out[2.0]
+    assert m0["error_cm"] == pytest.approx(m2["error_cm"]) and m0["error_cm"] > 0
+    assert (loss2 - loss0).item() == pytest.approx(2.0 * m2["error_cm"], rel=1e-4)
+    loss2.backward()  # the error reaches the controller's logits (straight-through mask)
+    assert controller.logit_head[-1].weight.grad.abs().sum() > 0
+    bad = load_train_config(tiny_recipe(tmp_path, rec, controller={"dist_weight": -0.1}))
+    with pytest.raises(ValueError, match=r"controller\.dist_weight"):
+        validate(bad, bad.model_config())

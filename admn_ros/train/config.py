@@ -75,8 +75,10 @@ class StageConfig:
     clean_epochs: int = 1  # backbone: epochs without corruption before it switches on
     corrupt_prob: float = 1.0  # backbone: chance a batch is corrupted once switched on
     rgb_jitter: float = 0.0  # backbone: brightness augmentation strength (train/augment.py)
-    # backbone: extra weight on the mean's Euclidean error (cm) added to the model's NLL loss;
-    # from scratch, the NLL first inflates the variance and the mean learns slowly.
+    # backbone and controllers: extra weight on the mean's Euclidean error (cm) added to the
+    # model's NLL loss. Backbone: from scratch, the NLL first inflates the variance and the
+    # mean learns slowly. Controllers: the NLL weighs each sample by its predicted precision,
+    # so the corrupted inputs, where the allocation matters, teach them least.
     dist_weight: float = 0.0
     # backbone: weight of the mean loss of each modality alone through the fusion (the others
     # at their forced blocks; tasks.SingleModalityFusion); 0: off
@@ -258,6 +260,8 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
         if st.epochs < 0 or st.batch_size < 1 or st.lr <= 0:
             raise ValueError(f"{name}: expected epochs >= 0, batch_size >= 1, lr > 0, got "
                              f"{st.epochs}, {st.batch_size}, {st.lr}")
+        if st.dist_weight < 0:
+            raise ValueError(f"{name}.dist_weight: expected >= 0, got {st.dist_weight}")
     for name in BASELINE_STAGES:
         st = getattr(cfg, name)
         if not 0 <= st.freeze_blocks <= model_cfg.depth or st.pretrain_epochs < 0:

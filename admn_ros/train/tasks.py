@@ -40,6 +40,14 @@ def localisation_error_cm(mean: Tensor, target: Tensor) -> Tensor:
     return (mean - target).norm(dim=-1)
 
 
+def target_loss(model: ADMN, pred: GaussianPrediction, target: Tensor,
+                dist_weight: float) -> tuple[Tensor, Tensor]:
+    """(the model's loss + dist_weight x mean error, mean error in cm): what the backbone
+    and controller stages minimise."""
+    err = localisation_error_cm(pred.mean, target).mean()
+    return model.loss(pred, target) + dist_weight * err, err
+
+
 def pick_kind(kinds: list[str], generator: torch.Generator) -> str:
     return kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
 
@@ -189,11 +197,6 @@ class BackboneTask:
         freeze_early_blocks(model, st.freeze_blocks)
         self.layerdrop = LayerDrop.from_config(model.cfg)
 
-    def target_loss(self, pred: GaussianPrediction, target: Tensor) -> tuple[Tensor, Tensor]:
-        """(model loss + dist_weight x mean error, mean error in cm)."""
-        err = localisation_error_cm(pred.mean, target).mean()
-        return self.model.loss(pred, target) + self.st.dist_weight * err, err
-
     def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
              ) -> tuple[Tensor, dict[str, float]]:
         cfg = self.model.cfg
@@ -210,10 +213,11 @@ class BackboneTask:
         target = batch["target"]
         out = self.module(inputs, active.to(target.device))
         pred, alone = out if self.st.single_modality_weight else (out, {})
-        loss, err = self.target_loss(pred, target)
+        loss, err = target_loss(self.model, pred, target, self.st.dist_weight)
         metrics = {"error_cm": err.item(), "noisy": float(noisy)}
         if alone:
-            terms = [self.target_loss(p, target) for p in alone.values()]
+            terms = [target_loss(self.model, p, target, self.st.dist_weight)
+                     for p in alone.values()]
             loss = loss + self.st.single_modality_weight * torch.stack(
                 [t for t, _ in terms]).mean()
             metrics["alone_cm"] = torch.stack([e for _, e in terms]).mean().item()
@@ -267,10 +271,9 @@ class ControllerTask:
             metrics["loss"] = loss.item()
             return loss, metrics
         pred = self.model(noisy.inputs, out.mask, blend=True)
-        task = self.model.loss(pred, target)
+        task, err = target_loss(self.model, pred, target, self.st.dist_weight)
         loss = task + aux_w * aux
-        err = localisation_error_cm(pred.mean.detach(), target).mean()
-        metrics.update(loss=loss.item(), task=task.item(), error_cm=float(err))
+        metrics.update(loss=loss.item(), task=task.item(), error_cm=err.item())
         return loss, metrics
 
 

@@ -360,3 +360,59 @@ def test_controller_dist_weight_adds_the_error_to_its_task_loss(tmp_path, rec):
     bad = load_train_config(tiny_recipe(tmp_path, rec, controller={"dist_weight": -0.1}))
     with pytest.raises(ValueError, match=r"controller\.dist_weight"):
         validate(bad, bad.model_config())
+
+
+def test_candidate_objective_teaches_each_input_its_best_split(tmp_path, rec):
+    from admn_ros.core.config import NoiseConfig, load_model_config
+    from admn_ros.core.controller import Controller
+    from admn_ros.train.config import StageConfig
+    from admn_ros.train.tasks import ControllerTask, localisation_error_cm
+
+    model, inputs = tiny_model_and_inputs()
+    target = torch.rand(4, 2) * 100
+    torch.manual_seed(1)
+    controller = Controller(load_model_config(TINY_MODEL))
+    noise = NoiseConfig(levels={"rgb": [0.0, 0.5], "depth": [0.0, 0.2], "radar": [0.0, 0.4]})
+    st = StageConfig(objective="candidates", candidate_temperature_cm=1e-3)
+    task = ControllerTask(model, controller, st, noise, budget=4)
+    cands = task.candidates(4, torch.Generator())  # 4 blocks, block 0 forced: one extra each
+    assert cands.sum((1, 2)).tolist() == [4, 4, 4] and cands[:, :, 0].all()
+    with torch.no_grad():
+        errs = torch.stack([localisation_error_cm(model(inputs, c).mean, target) for c in cands])
+    best = cands[errs.argmin(0)]  # [B, M, D]: each sample's best split
+    logits = torch.randn(4, 9, requires_grad=True)
+    task.runner.new_batch()
+    loss, best_cm = task.candidate_loss(inputs, target, logits, 4, torch.Generator())
+    assert best_cm.item() == pytest.approx(errs.min(0).values.mean().item(), rel=1e-5)
+    free = ~controller.forced
+    log_q = torch.log_softmax(logits[:, free], 1)
+    expect = -(log_q * best.flatten(1)[:, free]).sum(1).mean()  # one free slot per split
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-4)
+    opt = torch.optim.SGD([logits], lr=5.0)
+    for _ in range(20):
+        opt.zero_grad()
+        task.runner.new_batch()
+        task.candidate_loss(inputs, target, logits, 4, torch.Generator())[0].backward()
+        opt.step()
+    free_logits = logits.detach().masked_fill(controller.forced, -torch.inf)
+    chosen = controller.forced | (free_logits >= free_logits.max(1, keepdim=True).values)
+    assert torch.equal(chosen.view(4, 3, 3), best)
+    st = StageConfig(objective="candidates", candidate_family="masks", max_candidates=6)
+    masks = ControllerTask(model, controller, st, noise, budget=5).candidates(
+        5, torch.Generator().manual_seed(0))
+    assert masks.shape == (6, 3, 3) and masks.sum((1, 2)).tolist() == [5] * 6
+    assert masks[:, :, 0].all() and len(masks.flatten(1).unique(dim=0)) > 1
+
+
+def test_controller_stage_with_the_candidate_objective(tmp_path, rec):
+    cfg = load_train_config(tiny_recipe(tmp_path, rec, controller={
+        "objective": "candidates", "max_candidates": 2, "epochs": 2}))
+    run_stage(cfg, "backbone")
+    run_stage(cfg, "controller")
+    for job in ("controller_L4", "controller_universal"):
+        h = history(tmp_path / "run", job)
+        assert "best_cm" not in h[0] and h[-1]["best_cm"] > 0, job  # after the warm-up epoch
+    with pytest.raises(ValueError, match="max_candidates"):
+        from admn_ros.train.config import validate
+        bad = load_train_config(tiny_recipe(tmp_path, rec, controller={"max_candidates": 0}))
+        validate(bad, bad.model_config())

@@ -96,6 +96,17 @@ class StageConfig:
     warmup_noise_epochs: int = 1  # first epoch(s): noise head (or AE) only
     max_warmup_steps: int | None = None  # cap of each of those epochs (None: whole split)
     recon_weight: float = 1.0  # controller-ae
+    # controllers: "task": the paper's training, the task loss through Gumbel top-L
+    # straight-through masks; "candidates": each step scores `max_candidates` masks of the
+    # budget on the batch (frozen model, no gradients) and teaches the slot logits the masks
+    # that localise each input best (softmin of their errors at `candidate_temperature_cm`):
+    # a direct signal of which allocation suits which input. `candidate_family`: "splits",
+    # the block-count splits in every-other order (a random subset where there are more);
+    # "masks", masks drawn uniformly (the forced blocks plus random others).
+    objective: Literal["task", "candidates"] = "task"
+    candidate_family: Literal["splits", "masks"] = "splits"
+    candidate_temperature_cm: float = 5.0
+    max_candidates: int = 16
     # --- baselines (dynmm, mmexit, m2sn): warm start from `init` (default: <out_dir>/admn.pt)
     baseline_config: str | None = None  # method config (default: config/baselines/<stage>.yaml)
     pretrain_epochs: int = 0  # dynmm / m2sn: first epochs run stage I (random gate / shortcuts)
@@ -262,6 +273,10 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
                              f"{st.epochs}, {st.batch_size}, {st.lr}")
         if st.dist_weight < 0:
             raise ValueError(f"{name}.dist_weight: expected >= 0, got {st.dist_weight}")
+        if st.candidate_temperature_cm <= 0 or st.max_candidates < 1:
+            raise ValueError(f"{name}: expected candidate_temperature_cm > 0 and "
+                             f"max_candidates >= 1, got {st.candidate_temperature_cm}, "
+                             f"{st.max_candidates}")
     for name in BASELINE_STAGES:
         st = getattr(cfg, name)
         if not 0 <= st.freeze_blocks <= model_cfg.depth or st.pretrain_epochs < 0:

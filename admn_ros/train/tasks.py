@@ -11,7 +11,8 @@ the loop in `engine.py` is the same for every stage.
   straight-through masks run the backbones in blend mode; loss = localisation loss +
   noise-sigma L1 (supervised) or + reconstruction MSE (unsupervised AE head); the first
   `warmup_noise_epochs` train only the noise / AE head. Budget fixed, or drawn per sample from
-  a range for the universal (budget-token) controller.
+  a range for the universal (budget-token) controller. With `objective: candidates` the
+  localisation loss is replaced by `candidate_loss` (one budget per step).
 - `BaselineTask` (stages `dynmm`, `mmexit`, `m2sn`): a competing method (docs/BASELINES.md)
   warm-started from the ADMN checkpoint, trained on corrupted batches; DynMM / M2SN run their
   stage I loss for the first `pretrain_epochs`, then stage II (task + lambda x cost); M2SN's
@@ -31,8 +32,10 @@ from admn_ros.core.layerdrop import LayerDrop
 from admn_ros.core.model import ADMN, downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.vit import TOKEN_INIT_STD, Block, VisionTransformer, init_weights
+from admn_ros.train.allocation_bounds import split_candidates
 from admn_ros.train.augment import jitter_brightness
 from admn_ros.train.config import STAGE_ONE_METHODS, StageConfig
+from admn_ros.train.runner import CachingRunner
 
 
 def localisation_error_cm(mean: Tensor, target: Tensor) -> Tensor:
@@ -241,12 +244,57 @@ class ControllerTask:
         cfg: ModelConfig = controller.cfg
         w = [st.noise_weight.get(m, 1.0) for m in cfg.modalities]
         self.noise_w = torch.tensor(w)
+        self.splits: dict[int, Tensor] = {}  # budget -> its block-count splits [K, M, D]
+        self.runner = CachingRunner(model)  # candidates share their forced and common blocks
 
     def draw_budget(self, batch: int, gen: torch.Generator) -> int | Tensor:
+        """The fixed budget, else one per sample (one per batch for `candidates`)."""
         if isinstance(self.budget, int):
             return self.budget
         lo, hi = self.budget
+        if self.st.objective == "candidates":
+            return int(torch.randint(lo, hi + 1, (1,), generator=gen))
         return torch.randint(lo, hi + 1, (batch,), generator=gen)
+
+    def candidates(self, budget: int, gen: torch.Generator) -> Tensor:
+        """bool [K, M, D]: `max_candidates` uniform random masks (`candidate_family`
+        "masks"), else the budget's block-count splits, `max_candidates` of them drawn at
+        random where there are more."""
+        cfg = self.controller.cfg
+        forced = self.controller.forced  # [M*D]
+        if self.st.candidate_family == "masks":
+            k, free = self.st.max_candidates, (~forced).nonzero().flatten()  # [F]
+            order = torch.rand(k, len(free), generator=gen).argsort(1)  # [K, F]
+            chosen = free[order[:, :budget - int(forced.sum())]]  # [K, L - forced]
+            masks = forced.expand(k, -1).clone()
+            masks[torch.arange(k)[:, None], chosen] = True
+            return masks.view(k, cfg.num_modalities, cfg.depth)
+        if budget not in self.splits:
+            self.splits[budget] = torch.stack(
+                split_candidates(cfg.num_modalities, cfg.depth, budget, cfg.min_blocks_list))
+        c = self.splits[budget]
+        if len(c) > self.st.max_candidates:
+            c = c[torch.randperm(len(c), generator=gen)[:self.st.max_candidates]]
+        return c
+
+    def candidate_loss(self, inputs: dict[str, Tensor], target: Tensor, logits: Tensor,
+                       budget: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(cross-entropy of the free slots' softmax against the softmin-weighted membership
+        of the candidates, mean error of the best candidate per sample in cm)."""
+        cands = self.candidates(budget, gen).to(target.device)  # [K, M, D]
+        b = len(target)
+        errs = torch.stack([localisation_error_cm(self.runner(inputs, c.expand(b, -1, -1)).mean,
+                                                  target) for c in cands], 1)  # [B, K]
+        weight = torch.softmax(-errs / self.st.candidate_temperature_cm, 1)  # [B, K]
+        free = ~self.controller.forced.to(target.device)  # [M*D]
+        member = cands.flatten(1)[:, free].to(logits.dtype)  # [K, F]
+        chosen = budget - int((~free).sum())  # the slots the controller picks
+        best = errs.min(1).values.mean()
+        if chosen == 0:  # only the forced blocks run: nothing to choose
+            return logits.sum() * 0.0, best
+        slot_target = weight @ member / chosen  # [B, F], rows sum to 1
+        log_q = torch.log_softmax(logits[:, free], 1)  # [B, F]
+        return -(slot_target * log_q).sum(1).mean(), best
 
     def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
              ) -> tuple[Tensor, dict[str, float]]:
@@ -270,8 +318,15 @@ class ControllerTask:
             loss = aux_w * aux
             metrics["loss"] = loss.item()
             return loss, metrics
-        pred = self.model(noisy.inputs, out.mask, blend=True)
-        task, err = target_loss(self.model, pred, target, self.st.dist_weight)
+        if self.st.objective == "candidates":
+            self.runner.new_batch()
+            task, best = self.candidate_loss(noisy.inputs, target, out.logits, budget, gen)
+            err = localisation_error_cm(self.runner(noisy.inputs, out.mask.bool()).mean,
+                                        target).mean()
+            metrics["best_cm"] = best.item()
+        else:
+            pred = self.model(noisy.inputs, out.mask, blend=True)
+            task, err = target_loss(self.model, pred, target, self.st.dist_weight)
         loss = task + aux_w * aux
         metrics.update(loss=loss.item(), task=task.item(), error_cm=err.item())
         return loss, metrics

@@ -162,7 +162,8 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     finetuned longer (demo_frozen1_ref_drop_long), with radar dropped more often than the
     cameras (demo_frozen1_ref_radardrop) and with a loss on each modality alone
     (demo_frozen1_ref_alone), that with block 0 frozen at its random initialisation
-    (demo_rand1_ref_alone)."""
+    (demo_rand1_ref_alone), and that model's controllers trained on scored candidate masks
+    (demo_rand1_ref_alone_candidates)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -244,3 +245,12 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert dataclasses.replace(uni.controller, budgets=rand.controller.budgets,
                                max_steps_per_epoch=45) == rand.controller
     assert (uni.model_config(), uni.backbone) == (rand.model_config(), rand.backbone)
+    cand = load_train_config("config/train/demo_rand1_ref_alone_candidates.yaml")
+    validate(cand, cand.model_config())
+    assert (cand.controller.objective, cand.controller.candidate_family) == \
+        ("candidates", "masks")
+    assert dataclasses.replace(cand.controller, objective="task", candidate_family="splits",
+                               max_steps_per_epoch=45) == rand.controller
+    assert (cand.model_config(), cand.backbone, cand.eval) == \
+        (rand.model_config(), rand.backbone, rand.eval)
+    assert cand.out_dir != rand.out_dir and cand.models_dir != "models"

@@ -82,3 +82,21 @@ def test_linear_probe_fits_a_linear_target_and_reports_each_modality(run, capsys
           "--lam", "10")
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("depth: ridge lambda 10: val ") and "chance" in line
+
+
+def test_controller_probe_scores_controllers_per_noise_pattern(run):
+    tmp, recipe = run
+    run_stage(load_train_config(recipe), "controller")
+    out = tmp / "probe.md"
+    ctrl = tmp / "run" / "controller_L4.pt"
+    bench("controller_probe.py", "--config", str(recipe), "--weights", str(tmp / "run"),
+          "--budget", "4", "--controller", f"a={ctrl}", f"b={ctrl}", "--out", str(out))
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| ")][1:]  # no header
+    assert rows[0].startswith("| all | 6 |")  # every val frame (tune_samples)
+    assert sum(int(r.split(" | ")[1]) for r in rows[1:]) == 6  # each frame in one pattern
+    for r in rows[1:]:
+        full, naive, a, b = r.strip(" |").split(" | ")[2:]
+        assert float(full) > 0 and float(naive) > 0
+        assert a == b  # one checkpoint twice: the same masks and errors
+        counts = [c.split(" x")[0] for c in a.split("(")[1].rstrip(")").split(", ")]
+        assert all(sum(map(int, c.split("/"))) == 4 for c in counts)  # the whole budget

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from admn_ros.core.baselines import M2SN, save_baseline_checkpoint
 from admn_ros.core.config import ModelConfig, NoiseConfig
-from admn_ros.core.controller import Controller, forced_slots
+from admn_ros.core.controller import Controller, forced_slots, top_l_mask
 from admn_ros.core.fusion import GaussianPrediction
 from admn_ros.core.layerdrop import LayerDrop
 from admn_ros.core.model import ADMN, downsample
@@ -263,12 +263,10 @@ class ControllerTask:
         cfg = self.controller.cfg
         forced = self.controller.forced  # [M*D]
         if self.st.candidate_family == "masks":
-            k, free = self.st.max_candidates, (~forced).nonzero().flatten()  # [F]
-            order = torch.rand(k, len(free), generator=gen).argsort(1)  # [K, F]
-            chosen = free[order[:, :budget - int(forced.sum())]]  # [K, L - forced]
-            masks = forced.expand(k, -1).clone()
-            masks[torch.arange(k)[:, None], chosen] = True
-            return masks.view(k, cfg.num_modalities, cfg.depth)
+            k = self.st.max_candidates  # as RandomPolicy: top-L of uniform scores
+            scores = torch.rand(k, forced.numel(), generator=gen)
+            masks = top_l_mask(scores, torch.full((k,), budget), forced.cpu())
+            return masks.bool().view(k, cfg.num_modalities, cfg.depth)
         if budget not in self.splits:
             self.splits[budget] = torch.stack(
                 split_candidates(cfg.num_modalities, cfg.depth, budget, cfg.min_blocks_list))

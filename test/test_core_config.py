@@ -163,7 +163,8 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     cameras (demo_frozen1_ref_radardrop) and with a loss on each modality alone
     (demo_frozen1_ref_alone), that with block 0 frozen at its random initialisation
     (demo_rand1_ref_alone), and that model's controllers trained on scored candidate masks
-    (demo_rand1_ref_alone_candidates)."""
+    (demo_rand1_ref_alone_candidates), also searching around each controller's own pick
+    (demo_rand1_ref_alone_local)."""
     import dataclasses
 
     from admn_ros.core.config import load_model_config
@@ -254,3 +255,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (cand.model_config(), cand.backbone, cand.eval) == \
         (rand.model_config(), rand.backbone, rand.eval)
     assert cand.out_dir != rand.out_dir and cand.models_dir != "models"
+    local = load_train_config("config/train/demo_rand1_ref_alone_local.yaml")
+    validate(local, local.model_config())
+    assert dataclasses.replace(local.controller, candidate_family="masks") == cand.controller
+    assert (local.model_config(), local.backbone, local.eval) == \
+        (cand.model_config(), cand.backbone, cand.eval)
+    assert local.out_dir not in (cand.out_dir, rand.out_dir) and local.models_dir != "models"

@@ -375,12 +375,12 @@ def test_candidate_objective_teaches_each_input_its_best_split(tmp_path, rec):
     noise = NoiseConfig(levels={"rgb": [0.0, 0.5], "depth": [0.0, 0.2], "radar": [0.0, 0.4]})
     st = StageConfig(objective="candidates", candidate_temperature_cm=1e-3)
     task = ControllerTask(model, controller, st, noise, budget=4)
-    cands = task.candidates(4, torch.Generator())  # 4 blocks, block 0 forced: one extra each
+    logits = torch.randn(4, 9, requires_grad=True)
+    cands = task.candidates(4, logits, torch.Generator())[0]  # block 0 forced: one extra each
     assert cands.sum((1, 2)).tolist() == [4, 4, 4] and cands[:, :, 0].all()
     with torch.no_grad():
         errs = torch.stack([localisation_error_cm(model(inputs, c).mean, target) for c in cands])
     best = cands[errs.argmin(0)]  # [B, M, D]: each sample's best split
-    logits = torch.randn(4, 9, requires_grad=True)
     task.runner.new_batch()
     loss, best_cm = task.candidate_loss(inputs, target, logits, 4, torch.Generator())
     assert best_cm.item() == pytest.approx(errs.min(0).values.mean().item(), rel=1e-5)
@@ -399,14 +399,38 @@ def test_candidate_objective_teaches_each_input_its_best_split(tmp_path, rec):
     assert torch.equal(chosen.view(4, 3, 3), best)
     st = StageConfig(objective="candidates", candidate_family="masks", max_candidates=6)
     masks = ControllerTask(model, controller, st, noise, budget=5).candidates(
-        5, torch.Generator().manual_seed(0))
-    assert masks.shape == (6, 3, 3) and masks.sum((1, 2)).tolist() == [5] * 6
-    assert masks[:, :, 0].all() and len(masks.flatten(1).unique(dim=0)) > 1
+        5, logits, torch.Generator().manual_seed(0))
+    assert masks.shape == (4, 6, 3, 3) and masks.sum((2, 3)).eq(5).all()
+    assert masks[..., 0].all() and len(masks[0].flatten(1).unique(dim=0)) > 1
+
+
+def test_local_candidates_search_around_the_controllers_pick(tmp_path, rec):
+    from admn_ros.core.config import NoiseConfig, load_model_config
+    from admn_ros.core.controller import Controller, top_l_mask
+    from admn_ros.train.config import StageConfig
+    from admn_ros.train.tasks import ControllerTask
+
+    model, _ = tiny_model_and_inputs()
+    controller = Controller(load_model_config(TINY_MODEL))
+    noise = NoiseConfig(levels={"rgb": [0.0, 0.5], "depth": [0.0, 0.2], "radar": [0.0, 0.4]})
+    st = StageConfig(objective="candidates", candidate_family="local", max_candidates=8)
+    task = ControllerTask(model, controller, st, noise, budget=5)
+    logits = torch.randn(4, 9)
+    cands = task.candidates(5, logits, torch.Generator().manual_seed(0))  # [B, K, M, D]
+    assert cands.shape == (4, 8, 3, 3) and cands.sum((2, 3)).eq(5).all()
+    assert cands[..., 0].all()  # the forced blocks stay in every candidate
+    pick = top_l_mask(logits, torch.full((4,), 5), controller.forced).bool()  # [B, M*D]
+    flat = cands.flatten(2)  # [B, K, M*D]
+    assert torch.equal(flat[:, 0], pick)  # first the controller's own pick...
+    moved = (flat[:, 1:4] != pick[:, None]).sum(-1)  # ...then 3 single swaps of it
+    assert moved.eq(2).all()
+    assert torch.equal(flat[0, 4:], flat[1, 4:])  # the random half is shared by the batch
 
 
 def test_controller_stage_with_the_candidate_objective(tmp_path, rec):
     cfg = load_train_config(tiny_recipe(tmp_path, rec, controller={
-        "objective": "candidates", "max_candidates": 2, "epochs": 2}))
+        "objective": "candidates", "candidate_family": "local", "max_candidates": 4,
+        "epochs": 2}))
     run_stage(cfg, "backbone")
     run_stage(cfg, "controller")
     for job in ("controller_L4", "controller_universal"):

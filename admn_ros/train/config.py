@@ -102,9 +102,12 @@ class StageConfig:
     # that localise each input best (softmin of their errors at `candidate_temperature_cm`):
     # a direct signal of which allocation suits which input. `candidate_family`: "splits",
     # the block-count splits in every-other order (a random subset where there are more);
-    # "masks", masks drawn uniformly (the forced blocks plus random others).
+    # "masks", masks drawn uniformly (the forced blocks plus random others); "local", half
+    # the controller's own pick and single-block swaps of it (the search follows the
+    # controller, where random masks of a large budget rarely hold the good ones), half
+    # random masks.
     objective: Literal["task", "candidates"] = "task"
-    candidate_family: Literal["splits", "masks"] = "splits"
+    candidate_family: Literal["splits", "masks", "local"] = "splits"
     candidate_temperature_cm: float = 5.0
     max_candidates: int = 16
     # --- baselines (dynmm, mmexit, m2sn): warm start from `init` (default: <out_dir>/admn.pt)

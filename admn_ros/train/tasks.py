@@ -256,41 +256,66 @@ class ControllerTask:
             return int(torch.randint(lo, hi + 1, (1,), generator=gen))
         return torch.randint(lo, hi + 1, (batch,), generator=gen)
 
-    def candidates(self, budget: int, gen: torch.Generator) -> Tensor:
-        """bool [K, M, D]: `max_candidates` uniform random masks (`candidate_family`
-        "masks"), else the budget's block-count splits, `max_candidates` of them drawn at
-        random where there are more."""
+    def candidates(self, budget: int, logits: Tensor, gen: torch.Generator) -> Tensor:
+        """bool [B, K, M, D]: per sample, `max_candidates` masks of `budget` blocks. "masks":
+        uniform random masks; "splits": the budget's block-count splits (a random subset where
+        there are more); "local": half around the controller's own pick (the pick and single
+        swaps of it, from `logits` [B, M*D]), half random masks."""
         cfg = self.controller.cfg
-        forced = self.controller.forced  # [M*D]
-        if self.st.candidate_family == "masks":
-            k = self.st.max_candidates  # as RandomPolicy: top-L of uniform scores
-            scores = torch.rand(k, forced.numel(), generator=gen)
-            masks = top_l_mask(scores, torch.full((k,), budget), forced.cpu())
-            return masks.bool().view(k, cfg.num_modalities, cfg.depth)
-        if budget not in self.splits:
-            self.splits[budget] = torch.stack(
-                split_candidates(cfg.num_modalities, cfg.depth, budget, cfg.min_blocks_list))
-        c = self.splits[budget]
-        if len(c) > self.st.max_candidates:
-            c = c[torch.randperm(len(c), generator=gen)[:self.st.max_candidates]]
-        return c
+        b, k = len(logits), self.st.max_candidates
+        family = self.st.candidate_family
+        if family == "splits":
+            if budget not in self.splits:
+                self.splits[budget] = torch.stack(split_candidates(
+                    cfg.num_modalities, cfg.depth, budget, cfg.min_blocks_list))
+            c = self.splits[budget]
+            if len(c) > k:
+                c = c[torch.randperm(len(c), generator=gen)[:k]]
+            return c.expand(b, -1, -1, -1)
+        local = k // 2 if family == "local" else 0
+        forced = self.controller.forced.cpu()  # [M*D]
+        scores = torch.rand(k - local, forced.numel(), generator=gen)  # as RandomPolicy
+        rand = top_l_mask(scores, torch.full((k - local,), budget), forced).bool()  # [K', M*D]
+        cands = rand.expand(b, -1, -1)  # shared by the batch: its blocks run once per sample
+        if local:
+            cands = torch.cat([self.around_pick(logits.detach().cpu(), budget, local, gen),
+                               cands], 1)
+        return cands.reshape(b, -1, cfg.num_modalities, cfg.depth)
+
+    def around_pick(self, logits: Tensor, budget: int, n: int, gen: torch.Generator
+                    ) -> Tensor:
+        """bool [B, n, M*D]: the controller's top-L pick for each sample, then n - 1 copies
+        with one chosen free block swapped for an unchosen one (at random)."""
+        forced = self.controller.forced.cpu()
+        pick = top_l_mask(logits, torch.full((len(logits),), budget), forced).bool()  # [B, C]
+        out = pick[:, None].repeat(1, n, 1)  # [B, n, C]
+        drop, add = pick & ~forced, ~pick
+        if n == 1 or not (drop.any(1).all() and add.any(1).all()):  # nothing to swap
+            return out
+        u = torch.rand(2, len(pick), n - 1, pick.shape[1], generator=gen)  # [2, B, n-1, C]
+        out_i = u[0].masked_fill(~drop[:, None], -1).argmax(-1, keepdim=True)  # [B, n-1, 1]
+        in_i = u[1].masked_fill(~add[:, None], -1).argmax(-1, keepdim=True)
+        swapped = out[:, 1:]  # a view: the swaps land in `out`
+        swapped.scatter_(2, out_i, False)
+        swapped.scatter_(2, in_i, True)
+        return out
 
     def candidate_loss(self, inputs: dict[str, Tensor], target: Tensor, logits: Tensor,
                        budget: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """(cross-entropy of the free slots' softmax against the softmin-weighted membership
         of the candidates, mean error of the best candidate per sample in cm)."""
-        cands = self.candidates(budget, gen).to(target.device)  # [K, M, D]
-        b = len(target)
-        errs = torch.stack([localisation_error_cm(self.runner(inputs, c.expand(b, -1, -1)).mean,
-                                                  target) for c in cands], 1)  # [B, K]
+        cands = self.candidates(budget, logits, gen).to(target.device)  # [B, K, M, D]
+        errs = torch.stack([localisation_error_cm(self.runner(inputs, cands[:, j]).mean,
+                                                  target)
+                            for j in range(cands.shape[1])], 1)  # [B, K]
         weight = torch.softmax(-errs / self.st.candidate_temperature_cm, 1)  # [B, K]
         free = ~self.controller.forced.to(target.device)  # [M*D]
-        member = cands.flatten(1)[:, free].to(logits.dtype)  # [K, F]
+        member = cands.flatten(2)[:, :, free].to(logits.dtype)  # [B, K, F]
         chosen = budget - int((~free).sum())  # the slots the controller picks
         best = errs.min(1).values.mean()
         if chosen == 0:  # only the forced blocks run: nothing to choose
             return logits.sum() * 0.0, best
-        slot_target = weight @ member / chosen  # [B, F], rows sum to 1
+        slot_target = torch.einsum("bk,bkf->bf", weight, member) / chosen  # rows sum to 1
         log_q = torch.log_softmax(logits[:, free], 1)  # [B, F]
         return -(slot_target * log_q).sum(1).mean(), best
 

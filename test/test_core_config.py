@@ -261,3 +261,10 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (local.model_config(), local.backbone, local.eval) == \
         (cand.model_config(), cand.backbone, cand.eval)
     assert local.out_dir not in (cand.out_dir, rand.out_dir) and local.models_dir != "models"
+    budget = load_train_config("config/train/demo_rand1_budget.yaml")
+    validate(budget, budget.model_config())
+    assert budget.model_config().layerdrop.budget_prob == 0.5
+    assert dataclasses.replace(budget.model_config().layerdrop, budget_prob=0.0) == \
+        rand.model_config().layerdrop
+    assert (budget.backbone, budget.controller) == (rand.backbone, rand.controller)
+    assert budget.out_dir != rand.out_dir and budget.models_dir != "models"

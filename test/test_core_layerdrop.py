@@ -54,6 +54,30 @@ def test_full_drop_per_modality() -> None:
                                                             "radar": 1.5}}})
 
 
+def test_budget_masks_cover_every_budget_and_split() -> None:
+    """budget_prob 1: every mask keeps the forced blocks, budgets are uniform over the range,
+    and the free blocks' split over modalities is uniform (so "all on one" is as common as
+    an even split), unlike per-block dropout."""
+    ld = LayerDrop(3, 4, rate=0.2, full_drop_prob=0.1, min_blocks=[1, 0, 1], budget_prob=1.0)
+    masks = ld.sample(batch_size=12000, generator=torch.Generator().manual_seed(0))
+    assert bool(masks[:, 0, 0].all()) and bool(masks[:, 2, 0].all())
+    free = masks.sum((1, 2)) - 2  # [N] blocks beyond the forced ones, 0..10
+    share = torch.bincount(free, minlength=11).float() / len(free)
+    assert share.shape == (11,) and float((share - 1 / 11).abs().max()) < 0.02
+    counts = masks.sum(-1) - torch.tensor([1, 0, 1])  # [N, M] free blocks per modality
+    two = counts[free == 2]  # 6 splits of 2 free blocks over 3 modalities, all reachable
+    splits = {tuple(c) for c in two.tolist()}
+    assert splits == {(2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1)}
+    all_on_depth = (two == torch.tensor([0, 2, 0])).all(-1).float().mean()
+    assert abs(float(all_on_depth) - 1 / 6) < 0.04
+    ld.budget_prob = 0.5  # half per-block dropout (deep masks), half budget masks
+    mixed = ld.sample(batch_size=4000, generator=torch.Generator().manual_seed(1))
+    low = (mixed.sum((1, 2)) <= 4).float().mean()  # <= 2 free blocks
+    assert 0.5 * 3 / 11 - 0.03 < float(low) < 0.5 * 3 / 11 + 0.05
+    with pytest.raises(ValueError, match="budget_prob"):
+        LayerDrop(3, 4, budget_prob=1.5)
+
+
 @pytest.mark.parametrize("kwargs", [{"rate": 1.0}, {"full_drop_prob": -0.1},
                                     {"full_drop_prob": [0.1, 0.1]}, {"ramp_epochs": -1}])
 def test_bad_arguments(kwargs: dict) -> None:

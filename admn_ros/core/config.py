@@ -263,6 +263,8 @@ class LayerDropConfig:
     # chance a modality keeps only its min_blocks: one value, or one per modality (every
     # modality named), e.g. to drop a dominant modality more often than the others
     full_drop_prob: float | dict[str, float] = 0.1
+    # chance a step's mask is instead a random mask of a random budget (core/layerdrop.py)
+    budget_prob: float = 0.0
     mode: Literal["skip", "blend"] = "skip"
 
     def full_drop_probs(self, modalities: list[str]) -> list[float]:
@@ -411,6 +413,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
             "layerdrop: expected 0 <= rate < 1 and 0 <= full_drop_prob <= 1, "
             f"got rate={ld.rate}, full_drop_prob={ld.full_drop_prob}"
         )
+    if not 0.0 <= ld.budget_prob <= 1.0:
+        raise ValueError(f"layerdrop.budget_prob: expected 0..1, got {ld.budget_prob}")
 
 
 def load_model_config(source: str | Path | Mapping[str, Any] | ModelConfig) -> ModelConfig:

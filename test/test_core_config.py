@@ -268,3 +268,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
         rand.model_config().layerdrop
     assert (budget.backbone, budget.controller) == (rand.backbone, rand.controller)
     assert budget.out_dir != rand.out_dir and budget.models_dir != "models"
+    budget_cand = load_train_config("config/train/demo_rand1_budget_candidates.yaml")
+    validate(budget_cand, budget_cand.model_config())
+    assert budget_cand.controller == cand.controller
+    assert (budget_cand.model_config(), budget_cand.backbone) == \
+        (budget.model_config(), budget.backbone)
+    assert budget_cand.out_dir not in (budget.out_dir, cand.out_dir)

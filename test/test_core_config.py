@@ -274,3 +274,8 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert (budget_cand.model_config(), budget_cand.backbone) == \
         (budget.model_config(), budget.backbone)
     assert budget_cand.out_dir not in (budget.out_dir, cand.out_dir)
+    values = load_train_config("config/train/demo_rand1_budget_values.yaml")
+    validate(values, values.model_config())
+    assert dataclasses.replace(values.controller, objective="candidates") == budget_cand.controller
+    assert values.model_config() == budget.model_config()
+    assert values.out_dir not in (budget.out_dir, budget_cand.out_dir)

@@ -404,6 +404,51 @@ def test_candidate_objective_teaches_each_input_its_best_split(tmp_path, rec):
     assert masks[..., 0].all() and len(masks[0].flatten(1).unique(dim=0)) > 1
 
 
+def test_values_objective_fits_each_blocks_share_of_the_error(tmp_path, rec):
+    from admn_ros.core.config import NoiseConfig, load_model_config
+    from admn_ros.core.controller import Controller
+    from admn_ros.train.config import StageConfig
+    from admn_ros.train.tasks import ControllerTask, localisation_error_cm
+
+    model, inputs = tiny_model_and_inputs()
+    controller = Controller(load_model_config(TINY_MODEL))
+    noise = NoiseConfig(levels={"rgb": [0.0, 0.5], "depth": [0.0, 0.2], "radar": [0.0, 0.4]})
+    st = StageConfig(objective="values", candidate_family="masks", max_candidates=10,
+                     candidate_temperature_cm=2.0)
+    task = ControllerTask(model, controller, st, noise, budget=5)
+    free = ~controller.forced  # 6 free slots, 2 of them chosen at budget 5
+    cands = task.candidates(5, torch.zeros(4, 9), torch.Generator().manual_seed(0))
+    member = cands.flatten(2)[:, :, free].float()  # [B, K, F]
+    # an additive world: free block f adds w[b, f] cm to sample b's error
+    w = torch.randn(4, 6, generator=torch.Generator().manual_seed(1)) * 10
+    errs = 50.0 + torch.einsum("bkf,bf->bk", member, w)
+    assert task.value_fit_loss(errs, member, -w / 2.0 + 3.0).item() == pytest.approx(0, abs=1e-6)
+    logits = torch.zeros(4, 6, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        task.value_fit_loss(errs, member, logits).backward()
+        opt.step()
+    picked = logits.detach().topk(2, 1).indices.sort(1).values
+    assert torch.equal(picked, w.topk(2, 1, largest=False).indices.sort(1).values)
+    # through the frozen model: the candidates' measured errors, the same fit
+    target = torch.rand(4, 2) * 100
+    full_logits = torch.randn(4, 9, requires_grad=True)
+    task.runner.new_batch()
+    loss, best_cm = task.candidate_loss(inputs, target, full_logits, 5,
+                                        torch.Generator().manual_seed(2))
+    cands = task.candidates(5, full_logits, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        errs = torch.stack([localisation_error_cm(model(inputs, cands[0, j]).mean, target)
+                            for j in range(10)], 1)  # [B, K]
+    member = cands.flatten(2)[:, :, free].float()
+    assert best_cm.item() == pytest.approx(errs.min(1).values.mean().item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        task.value_fit_loss(errs, member, full_logits[:, free]).item(), rel=1e-4)
+    loss.backward()
+    assert full_logits.grad[:, free].abs().sum() > 0 and full_logits.grad[:, ~free].eq(0).all()
+
+
 def test_local_candidates_search_around_the_controllers_pick(tmp_path, rec):
     from admn_ros.core.config import NoiseConfig, load_model_config
     from admn_ros.core.controller import Controller, top_l_mask

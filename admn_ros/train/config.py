@@ -105,8 +105,9 @@ class StageConfig:
     # "masks", masks drawn uniformly (the forced blocks plus random others); "local", half
     # the controller's own pick and single-block swaps of it (the search follows the
     # controller, where random masks of a large budget rarely hold the good ones), half
-    # random masks.
-    objective: Literal["task", "candidates"] = "task"
+    # random masks. "values": the same candidates, but the slot logits are fitted as an
+    # additive model of each candidate's error (tasks.ControllerTask.value_fit_loss).
+    objective: Literal["task", "candidates", "values"] = "task"
     candidate_family: Literal["splits", "masks", "local"] = "splits"
     candidate_temperature_cm: float = 5.0
     max_candidates: int = 16

@@ -252,7 +252,7 @@ class ControllerTask:
         if isinstance(self.budget, int):
             return self.budget
         lo, hi = self.budget
-        if self.st.objective == "candidates":
+        if self.st.objective != "task":  # scored candidates: one budget per batch
             return int(torch.randint(lo, hi + 1, (1,), generator=gen))
         return torch.randint(lo, hi + 1, (batch,), generator=gen)
 
@@ -302,8 +302,9 @@ class ControllerTask:
 
     def candidate_loss(self, inputs: dict[str, Tensor], target: Tensor, logits: Tensor,
                        budget: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(cross-entropy of the free slots' softmax against the softmin-weighted membership
-        of the candidates, mean error of the best candidate per sample in cm)."""
+        """(loss, mean error of the best candidate per sample in cm). The loss: for
+        "candidates", the cross-entropy of the free slots' softmax against the
+        softmin-weighted membership of the candidates; for "values", `value_fit_loss`."""
         cands = self.candidates(budget, logits, gen).to(target.device)  # [B, K, M, D]
         errs = torch.stack([localisation_error_cm(self.runner(inputs, cands[:, j]).mean,
                                                   target)
@@ -315,9 +316,24 @@ class ControllerTask:
         best = errs.min(1).values.mean()
         if chosen == 0:  # only the forced blocks run: nothing to choose
             return logits.sum() * 0.0, best
+        if self.st.objective == "values":
+            return self.value_fit_loss(errs, member, logits[:, free]), best
         slot_target = torch.einsum("bk,bkf->bf", weight, member) / chosen  # rows sum to 1
         log_q = torch.log_softmax(logits[:, free], 1)  # [B, F]
         return -(slot_target * log_q).sum(1).mean(), best
+
+    def value_fit_loss(self, errs: Tensor, member: Tensor, free_logits: Tensor) -> Tensor:
+        """Misfit of an additive error model read from the free slots' logits [B, F]: a
+        block's logit x -`candidate_temperature_cm` is its share of this input's error, so
+        the sum over a candidate's blocks predicts its error (both centred over the
+        candidates: the shared part cancels). Squared, in temperature units. The top-L logits
+        are then the blocks that lower the error most; unlike the softmin target, every
+        candidate's error teaches every slot in it, the best candidate's as much as the rest."""
+        t = self.st.candidate_temperature_cm
+        centred = member - member.mean(1, keepdim=True)  # [B, K, F]
+        err = (errs - errs.mean(1, keepdim=True)) / t  # [B, K]
+        pred = -torch.einsum("bkf,bf->bk", centred, free_logits)  # [B, K]
+        return ((pred - err) ** 2).mean()
 
     def loss(self, batch: dict, epoch: int, step: int, gen: torch.Generator
              ) -> tuple[Tensor, dict[str, float]]:
@@ -341,7 +357,7 @@ class ControllerTask:
             loss = aux_w * aux
             metrics["loss"] = loss.item()
             return loss, metrics
-        if self.st.objective == "candidates":
+        if self.st.objective != "task":  # "candidates" or "values": scored candidate masks
             self.runner.new_batch()
             task, best = self.candidate_loss(noisy.inputs, target, out.logits, budget, gen)
             err = localisation_error_cm(self.runner(noisy.inputs, out.mask.bool()).mean,

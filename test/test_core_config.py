@@ -279,3 +279,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert dataclasses.replace(values.controller, objective="candidates") == budget_cand.controller
     assert values.model_config() == budget.model_config()
     assert values.out_dir not in (budget.out_dir, budget_cand.out_dir)
+    min0 = load_train_config("config/train/demo_budget_min0.yaml")
+    validate(min0, min0.model_config())
+    assert min0.model_config().min_blocks_list == [0, 0, 0] and min0.backbone.freeze_blocks == 0
+    assert dataclasses.replace(min0.model_config(), min_blocks={}) == budget.model_config()
+    assert dataclasses.replace(min0.backbone, freeze_blocks=1) == budget.backbone
+    assert min0.out_dir != budget.out_dir and min0.models_dir != "models"

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from admn_ros.core.config import LayerDropConfig, ModelConfig
+from admn_ros.core.policies import count_splits
 
 
 class LayerDrop:
@@ -89,17 +90,13 @@ class LayerDrop:
 
     def budget_mask(self, generator: torch.Generator | None = None) -> Tensor:
         """bool [M, D]: a random budget, a uniform split of its free blocks, uniform blocks."""
-        free = [self.depth - k for k in self.min_blocks]  # droppable blocks per modality
-        total = int(torch.randint(0, sum(free) + 1, (1,), generator=generator))
-        m = self.num_modalities
-        while True:  # uniform over splits of `total` into m parts (stars and bars), capped
-            bars = torch.randperm(total + m - 1, generator=generator)[:m - 1].sort().values
-            edges = torch.cat([torch.tensor([-1]), bars, torch.tensor([total + m - 1])])
-            counts = (edges[1:] - edges[:-1] - 1).tolist()
-            if all(c <= f for c, f in zip(counts, free, strict=True)):
-                break
-        keep = torch.zeros(m, self.depth, dtype=torch.bool)
-        for i, (k, c) in enumerate(zip(self.min_blocks, counts, strict=True)):
+        low = self.min_blocks
+        budget = sum(low) + int(torch.randint(0, self.num_modalities * self.depth - sum(low) + 1,
+                                              (1,), generator=generator))
+        splits = count_splits(self.num_modalities, self.depth, budget, low)  # uniform over these
+        counts = splits[int(torch.randint(len(splits), (1,), generator=generator))]
+        keep = torch.zeros(self.num_modalities, self.depth, dtype=torch.bool)
+        for i, (k, c) in enumerate(zip(low, counts, strict=True)):
             keep[i, :k] = True
-            keep[i, k + torch.randperm(free[i], generator=generator)[:c]] = True
+            keep[i, k + torch.randperm(self.depth - k, generator=generator)[:c - k]] = True
         return keep

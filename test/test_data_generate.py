@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 
 from admn_ros.cli import main
+from admn_ros.data.config import load_scene
 from admn_ros.data.gdtm import GDTMRecording
 from admn_ros.data.generate import generate_recording, scene_renderers
 from admn_ros.data.geometry import PinholeCamera
@@ -122,3 +125,53 @@ def test_cli_generate(tmp_path, capsys):
     assert len(GDTMRecording(tmp_path / "cli")) == 3
     assert main(["generate", str(tmp_path / "bad"), "--frames", "2", "--scene", "nope"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_movers_look_like_the_car_only_bigger():
+    r = scene_renderers("traffic", seed=0)["node3"]
+    spot, yaw = np.array([0.4, 0.5]), 0.3
+
+    def silhouette(look) -> np.ndarray:
+        painted = np.zeros(r.bg_depth.shape, bool)
+        r._paint(look, spot, yaw, r.bg_rgb.copy(), r.bg_depth.copy(), painted)
+        return painted
+
+    car, mover = silhouette(r.car), silhouette(r.mover)
+    assert car.sum() > 30
+    assert 1.8 * car.sum() < mover.sum() < 3.5 * car.sum()  # sides 2.1x, roof 1.8x the car's
+    rgb, depth = r.render(np.array([-1.6, -1.6]), 0.0, 0.0, np.random.default_rng(1),
+                          movers=[(spot, yaw)])
+    (u, v), z = r.camera.project(np.array([spot[0], 0.12, spot[1]]))
+    assert mover[round(v), round(u)]
+    colour = rgb[round(v), round(u)].astype(int)
+    assert colour[0] > colour[2] + 40  # painted like the car: red body or yellow roof
+    assert abs(depth[round(v), round(u)] / 1000.0 - z) < 0.35  # within its half length
+
+
+def test_movers_radar_return_scales_with_their_cross_section():
+    r = scene_renderers("traffic", seed=0)["node1"]
+    a, b = np.array([0.6, 0.4]), np.array([-0.3, 1.2])
+    vel_a, vel_b = np.array([0.7, 0.5]), np.array([-0.6, 0.6])
+
+    def bin_of(xz, vel):
+        rng_m, v_r, _ = r._target(xz, vel, r.mover)
+        db = (v_r + 2.0) / 4.0 * 32
+        return round(rng_m / 0.1), int(np.clip(round(db), 0, 31))
+
+    at_b = bin_of(b, vel_b)
+    car_at_b = mover_at_b = 0.0
+    for seed in range(60):  # the same draws, the car and a mover swapped between a and b
+        car_at_b += r.radar(b, vel_b, np.random.default_rng(seed), [(a, vel_a)])[0][at_b]
+        mover_at_b += r.radar(a, vel_a, np.random.default_rng(seed), [(b, vel_b)])[0][at_b]
+    assert mover_at_b / car_at_b == pytest.approx(2.5, rel=0.25)
+
+
+def test_traffic_recording_tracks_only_the_car(tmp_path):
+    rec_dir = make_tiny_recording(tmp_path, frames=4, seed=2, scene="traffic")
+    meta = json.loads((rec_dir / "metadata.json").read_text())
+    assert meta["admn"]["movers"]["count"] == 2
+    with h5py.File(rec_dir / "mocap.hdf5") as f:
+        objs = json.loads(f[sorted(f)[0]]["mocap"][()])
+    assert [o["type"] for o in objs].count("truck") == 1 and len(objs) == 4  # 3 nodes + the car
+    with pytest.raises(ValueError, match=r"movers\.count"):
+        load_scene({"nodes": {"node1": {"position": [0, 1, 0]}}, "movers": {"count": -1}})

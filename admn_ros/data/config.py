@@ -122,6 +122,22 @@ class DistractorConfig:
 
 
 @dataclass(frozen=True)
+class MoversConfig:
+    """Other vehicles driving like the car (none by default): look-alikes that each sensor
+    tells from the car only by their size, which takes context (how far away they are)."""
+
+    count: int = 0
+    size: tuple[float, ...] = (0.62, 0.24, 0.26)  # length, height, width (m)
+    color: tuple[float, ...] = (220, 30, 30)
+    top_color: tuple[float, ...] = (250, 230, 40)
+    radar_gain: float = 2.5  # radar cross-section relative to the car's
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"movers.count: expected >= 0, got {self.count}")
+
+
+@dataclass(frozen=True)
 class SceneConfig:
     """Everything the generator needs to render one recording."""
 
@@ -135,6 +151,7 @@ class SceneConfig:
     radar: RadarConfig = field(default_factory=RadarConfig)
     car: CarConfig = field(default_factory=CarConfig)
     distractor: DistractorConfig | None = field(default_factory=DistractorConfig)
+    movers: MoversConfig = field(default_factory=MoversConfig)
 
     def __post_init__(self) -> None:
         if not self.nodes:

@@ -3,8 +3,9 @@
 The scene (config/scenes/*.yaml) fixes the room, the node poses and the sensor models; the seed
 fixes the trajectory, the lighting and every noise draw, so one (scene, seed, frames) always
 gives the same recording. Per node, the static room is ray-cast once (rays, floor texture,
-walls, distractor box, radar clutter); each frame only casts the car's oriented box inside its
-projected bounding box, so 1,000 frames take seconds.
+walls, distractor box, radar clutter); each frame only casts the oriented boxes of the car and
+of any movers (look-alike vehicles, `movers` in the scene) inside their projected bounding
+boxes, so 1,000 frames take seconds.
 
 World frame = OptiTrack frame: metres, y up; the car drives on y = 0. The written layout is
 the one GDTM's preprocessing writes (`mocap.hdf5` + `node_<k>/{zed,realsense,mmwave}.hdf5`,
@@ -18,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +28,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from admn_ros.data.config import LayoutConfig, SceneConfig, load_data_config, load_scene
+from admn_ros.data.config import (
+    CarConfig,
+    LayoutConfig,
+    MoversConfig,
+    SceneConfig,
+    load_data_config,
+    load_scene,
+)
 from admn_ros.data.gdtm import group_name, node_group, open_upstream_files
 from admn_ros.data.geometry import PinholeCamera, look_at_rotation, rotation_to_rotvec, yaw_rotation
 
@@ -99,6 +108,21 @@ def simulate_trajectory(scene: SceneConfig, duration_s: float, rng: np.random.Ge
 
 
 # --------------------------------------------------------------------------- rendering
+@dataclass(frozen=True)
+class Vehicle:
+    """How a driving box looks: size (length, height, width) m, body and roof RGB, radar gain."""
+
+    size: np.ndarray  # [3]
+    body: np.ndarray  # [3]
+    top: np.ndarray  # [3]
+    radar_gain: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: CarConfig | MoversConfig, radar_gain: float = 1.0) -> Vehicle:
+        return cls(*(np.asarray(v, float) for v in (cfg.size, cfg.color, cfg.top_color)),
+                   radar_gain)
+
+
 def _slab(origin: np.ndarray, dirs: np.ndarray, half: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray / axis-aligned box (centred at 0, half extents) in the box frame.
@@ -137,6 +161,8 @@ class NodeRenderer:
         self.light_phase = rng.uniform(0, 2 * np.pi)
         self.tint_phase = rng.uniform(0, 2 * np.pi, size=3)
         self.rays = self.camera.rays()  # [H, W, 3]
+        self.car = Vehicle.of(scene.car)
+        self.mover = Vehicle.of(scene.movers, scene.movers.radar_gain)
         self._render_room()
         self._radar_setup()
 
@@ -211,48 +237,20 @@ class NodeRenderer:
         tint = 1.0 + 0.06 * np.sin(2 * np.pi * t_s / (1.7 * self.light_period) + self.tint_phase)
         return (g * tint).astype(np.float32)
 
-    def car_corners(self, xz: np.ndarray, yaw: float) -> np.ndarray:
-        size = np.asarray(self.scene.car.size, float)
-        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-        centre = np.array([xz[0], size[1] / 2, xz[1]])
-        return centre + (signs * size / 2) @ yaw_rotation(yaw).T
+    def vehicles(self, xz: np.ndarray, yaw: float, movers: Sequence[tuple[np.ndarray, float]]
+                 ) -> list[tuple[Vehicle, np.ndarray, float]]:
+        """The car then each mover (position (x, z) m, yaw rad), with how each looks."""
+        return [(self.car, xz, yaw), *((self.mover, m_xz, m_yaw) for m_xz, m_yaw in movers)]
 
-    def render(self, xz: np.ndarray, yaw: float, t_s: float, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, xz: np.ndarray, yaw: float, t_s: float, rng: np.random.Generator,
+               movers: Sequence[tuple[np.ndarray, float]] = ()) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 [H, W, 3] (RGB order) and depth uint16 [H, W] (mm, 0 = hole)."""
-        car, dcfg = self.scene.car, self.scene.depth
-        h, w = self.bg_depth.shape
+        dcfg = self.scene.depth
         rgb = self.bg_rgb.copy()
         z = self.bg_depth.copy()
-        box = self._car_bbox(xz, yaw)
-        car_mask = np.zeros((h, w), bool)
-        if box is not None:
-            r0, r1, c0, c1 = box
-            size = np.asarray(car.size, float)
-            rot = yaw_rotation(yaw)
-            centre = np.array([xz[0], size[1] / 2, xz[1]])
-            dirs = self.rays[r0:r1, c0:c1] @ rot  # box frame
-            t, axis, sign = _slab((self.camera.position - centre) @ rot, dirs, size / 2)
-            hit = t < z[r0:r1, c0:c1]
-            # faces: 0 = front/back (length), 1 = top/bottom, 2 = sides
-            n_box = np.zeros(dirs.shape)
-            np.put_along_axis(n_box, axis[..., None], -sign[..., None], -1)
-            n_world = n_box @ rot.T
-            body = np.asarray(car.color, float)
-            colour = np.where((axis == 1)[..., None], np.asarray(car.top_color, float), body)
-            front = (axis == 0) & (n_box[..., 0] > 0)
-            colour = np.where(front[..., None], 0.55 * body + 0.45 * 255.0, colour)
-            shade = 0.5 + 0.5 * np.clip(n_world @ self.light, 0, 1)
-            # contact shadow on the floor around the car
-            fxz = self.floor_xz[r0:r1, c0:c1]
-            d2 = ((fxz - xz) ** 2).sum(-1)
-            dark = 1.0 - SHADOW_STRENGTH * np.exp(-np.nan_to_num(d2, nan=1e9)
-                                                  / (2 * SHADOW_SIGMA_M ** 2))
-            sub = rgb[r0:r1, c0:c1]
-            sub *= dark[..., None].astype(np.float32)
-            sub[hit] = (colour * shade[..., None])[hit]
-            z[r0:r1, c0:c1] = np.where(hit, t, z[r0:r1, c0:c1])
-            car_mask[r0:r1, c0:c1] = hit
+        painted = np.zeros(z.shape, bool)  # pixels showing a vehicle
+        for look, v_xz, v_yaw in self.vehicles(xz, yaw, movers):
+            self._paint(look, v_xz, v_yaw, rgb, z, painted)
         # camera: illumination, sensor noise
         rgb *= self.light_gain(t_s)
         rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * self.scene.camera.pixel_noise
@@ -264,20 +262,55 @@ class NodeRenderer:
         mm = np.round(zf * 1000.0)
         valid = finite & (mm >= dcfg.min_mm) & (mm <= dcfg.max_mm)
         valid &= rng.random(zf.shape) >= dcfg.hole_fraction
-        if dcfg.edge_holes and car_mask.any():
-            inner = car_mask.copy()
-            inner[1:] &= car_mask[:-1]
-            inner[:-1] &= car_mask[1:]
-            inner[:, 1:] &= car_mask[:, :-1]
-            inner[:, :-1] &= car_mask[:, 1:]
-            edge = car_mask & ~inner
+        if dcfg.edge_holes and painted.any():
+            inner = painted.copy()
+            inner[1:] &= painted[:-1]
+            inner[:-1] &= painted[1:]
+            inner[:, 1:] &= painted[:, :-1]
+            inner[:, :-1] &= painted[:, 1:]
+            edge = painted & ~inner
             valid &= ~(edge & (rng.random(zf.shape) < 0.5))
         depth = np.where(valid, mm, 0).astype(np.uint16)
         return rgb_u8, depth
 
-    def _car_bbox(self, xz: np.ndarray, yaw: float) -> tuple[int, int, int, int] | None:
-        """Pixel rows/cols [r0, r1) x [c0, c1) that can see the car (with a shadow margin)."""
-        corners = self.car_corners(xz, yaw)
+    def _paint(self, look: Vehicle, xz: np.ndarray, yaw: float, rgb: np.ndarray, z: np.ndarray,
+               painted: np.ndarray) -> None:
+        """Composite one vehicle (an oriented box) and its contact shadow, nearer surface wins."""
+        box = self._bbox(look, xz, yaw)
+        if box is None:
+            return
+        r0, r1, c0, c1 = box
+        rot = yaw_rotation(yaw)
+        centre = np.array([xz[0], look.size[1] / 2, xz[1]])
+        dirs = self.rays[r0:r1, c0:c1] @ rot  # box frame
+        t, axis, sign = _slab((self.camera.position - centre) @ rot, dirs, look.size / 2)
+        hit = t < z[r0:r1, c0:c1]
+        # faces: 0 = front/back (length), 1 = top/bottom, 2 = sides
+        n_box = np.zeros(dirs.shape)
+        np.put_along_axis(n_box, axis[..., None], -sign[..., None], -1)
+        n_world = n_box @ rot.T
+        colour = np.where((axis == 1)[..., None], look.top, look.body)
+        front = (axis == 0) & (n_box[..., 0] > 0)
+        colour = np.where(front[..., None], 0.55 * look.body + 0.45 * 255.0, colour)
+        shade = 0.5 + 0.5 * np.clip(n_world @ self.light, 0, 1)
+        # contact shadow on the floor around the box (not on vehicles already painted)
+        fxz = self.floor_xz[r0:r1, c0:c1]
+        d2 = ((fxz - xz) ** 2).sum(-1)
+        dark = 1.0 - SHADOW_STRENGTH * np.exp(-np.nan_to_num(d2, nan=1e9)
+                                              / (2 * SHADOW_SIGMA_M ** 2))
+        dark = np.where(painted[r0:r1, c0:c1], 1.0, dark)
+        sub = rgb[r0:r1, c0:c1]
+        sub *= dark[..., None].astype(np.float32)
+        sub[hit] = (colour * shade[..., None])[hit]
+        z[r0:r1, c0:c1] = np.where(hit, t, z[r0:r1, c0:c1])
+        painted[r0:r1, c0:c1] |= hit
+
+    def _bbox(self, look: Vehicle, xz: np.ndarray, yaw: float
+              ) -> tuple[int, int, int, int] | None:
+        """Pixel rows/cols [r0, r1) x [c0, c1) that can see a vehicle (with a shadow margin)."""
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+        centre = np.array([xz[0], look.size[1] / 2, xz[1]])
+        corners = centre + (signs * look.size / 2) @ yaw_rotation(yaw).T
         # include the shadow footprint on the floor
         pad = 2.5 * SHADOW_SIGMA_M
         extra = np.array([[xz[0] + sx * pad, 0.0, xz[1] + sz * pad]
@@ -324,48 +357,54 @@ class NodeRenderer:
         hist = cv2.GaussianBlur(hist.astype(np.float32), (5, 5), 1.2)
         self.az_clutter = hist / max(hist.max(), 1e-9) * rc.clutter_amplitude
 
-    def _target(self, xz: np.ndarray, vel: np.ndarray) -> tuple[float, float, float]:
-        """Range (m), radial velocity (m/s, + = receding) and azimuth (rad) of a point target."""
-        size = self.scene.car.size
-        centre = np.array([xz[0], size[1] / 2, xz[1]])
+    def _target(self, xz: np.ndarray, vel: np.ndarray, look: Vehicle | None = None
+                ) -> tuple[float, float, float]:
+        """Range (m), radial velocity (m/s, + = receding) and azimuth (rad) of a vehicle's
+        centre (the car's unless `look` says otherwise)."""
+        look = look or self.car
+        centre = np.array([xz[0], look.size[1] / 2, xz[1]])
         los = centre - self.camera.position
         rng_m = float(np.linalg.norm(los))
         v_r = float(np.dot(np.array([vel[0], 0.0, vel[1]]), los / rng_m))
         pc = self.camera.to_node(centre)
         return rng_m, v_r, float(np.arctan2(pc[0], pc[2]))
 
-    def radar(self, xz: np.ndarray, vel: np.ndarray, rng: np.random.Generator
+    def radar(self, xz: np.ndarray, vel: np.ndarray, rng: np.random.Generator,
+              movers: Sequence[tuple[np.ndarray, np.ndarray]] = ()
               ) -> tuple[np.ndarray, np.ndarray]:
-        """Range-doppler [range_bins, doppler_bins] and azimuth grid [G, G], linear magnitude."""
+        """Range-doppler [range_bins, doppler_bins] and azimuth grid [G, G], linear magnitude.
+
+        The car at `xz` moving at `vel` (m/s), and each mover as (position, velocity).
+        """
         rc, a = self.scene.radar, self.scene.arena
         rd = rng.rayleigh(rc.noise_floor, (rc.range_bins, rc.doppler_bins)) + self.rd_clutter
         az = rng.rayleigh(rc.noise_floor, self.az_r.shape) + self.az_clutter
-        targets = [(xz, vel, 1.0)]
-        # multipath ghost: mirror the car in the nearest wall
         m = a.room_margin_m
         walls = [(0, a.x[0] - m), (0, a.x[1] + m), (1, a.z[0] - m), (1, a.z[1] + m)]
-        axis, value = min(walls, key=lambda wv: abs(xz[wv[0]] - wv[1]))
-        ghost, gvel = xz.copy(), vel.copy()
-        ghost[axis] = 2 * value - xz[axis]
-        gvel[axis] = -vel[axis]
-        targets.append((ghost, gvel, rc.multipath_gain))
         r_bins = np.arange(rc.range_bins)
         d_bins = np.arange(rc.doppler_bins)
-        fluct = 0.75 + 0.5 * rng.random()  # aspect-dependent RCS fluctuation
-        for pos, v, gain in targets:
-            r, v_r, theta = self._target(pos, v)
-            fov = np.exp(-((theta / np.radians(rc.fov_deg)) ** 4))
-            amp = gain * fluct * rc.car_amplitude * fov / max(r, 0.3) ** 2
-            rb = r / rc.range_res_m
-            db = (v_r + rc.max_speed_mps) / (2 * rc.max_speed_mps) * rc.doppler_bins
-            db = float(np.clip(db, 0, rc.doppler_bins - 1))
-            pr = np.exp(-0.5 * ((r_bins - rb) / rc.range_sigma_bins) ** 2)
-            pd = np.exp(-0.5 * ((d_bins - db) / rc.doppler_sigma_bins) ** 2)
-            rd += amp * pr[:, None] * pd[None, :]
-            sig_r = rc.range_sigma_bins * rc.range_res_m
-            dth = (self.az_theta - theta + np.pi) % (2 * np.pi) - np.pi
-            az += amp * np.exp(-0.5 * ((self.az_r - r) / sig_r) ** 2
-                               - 0.5 * (dth / np.radians(rc.azimuth_sigma_deg)) ** 2)
+        sig_r = rc.range_sigma_bins * rc.range_res_m
+        for look, pos, v in [(self.car, xz, vel), *((self.mover, p, u) for p, u in movers)]:
+            fluct = 0.75 + 0.5 * rng.random()  # aspect-dependent RCS fluctuation
+            # multipath ghost: mirror the vehicle in the nearest wall
+            axis, value = min(walls, key=lambda wv: abs(pos[wv[0]] - wv[1]))
+            ghost, gvel = pos.copy(), v.copy()
+            ghost[axis] = 2 * value - pos[axis]
+            gvel[axis] = -v[axis]
+            for t_pos, t_vel, path_gain in ((pos, v, 1.0), (ghost, gvel, rc.multipath_gain)):
+                r, v_r, theta = self._target(t_pos, t_vel, look)
+                fov = np.exp(-((theta / np.radians(rc.fov_deg)) ** 4))
+                gain = look.radar_gain * path_gain
+                amp = gain * fluct * rc.car_amplitude * fov / max(r, 0.3) ** 2
+                rb = r / rc.range_res_m
+                db = (v_r + rc.max_speed_mps) / (2 * rc.max_speed_mps) * rc.doppler_bins
+                db = float(np.clip(db, 0, rc.doppler_bins - 1))
+                pr = np.exp(-0.5 * ((r_bins - rb) / rc.range_sigma_bins) ** 2)
+                pd = np.exp(-0.5 * ((d_bins - db) / rc.doppler_sigma_bins) ** 2)
+                rd += amp * pr[:, None] * pd[None, :]
+                dth = (self.az_theta - theta + np.pi) % (2 * np.pi) - np.pi
+                az += amp * np.exp(-0.5 * ((self.az_r - r) / sig_r) ** 2
+                                   - 0.5 * (dth / np.radians(rc.azimuth_sigma_deg)) ** 2)
         return rd.astype(np.float32), az[::-1, ::-1].astype(np.float32)  # GDTM orientation
 
     def radar_peak(self, rd: np.ndarray) -> tuple[float, float]:
@@ -427,6 +466,8 @@ def _metadata(scene: SceneConfig, renderers: dict[str, NodeRenderer], layout: La
                   "azimuth_axes": "GDTM orientation: rows far->near, cols right->left"},
         "depth": asdict(scene.depth),
     }
+    if scene.movers.count:  # look-alikes in the scene, not in the mocap (only the car is)
+        meta["admn"]["movers"] = asdict(scene.movers)
     return meta
 
 
@@ -447,12 +488,16 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir}: output exists and is not an empty directory")
     root_seq = np.random.SeedSequence([int(seed), int(scene.seed_offset)])
-    traj_rng, light_rng, frame_seq = (np.random.default_rng(s) for s in root_seq.spawn(3))
+    # the movers' stream is spawned last, so a scene without movers draws what it always did
+    traj_rng, light_rng, frame_seq, mover_rng = (np.random.default_rng(s)
+                                                  for s in root_seq.spawn(4))
     tm = scene.timing
     period_ms = 1000.0 / tm.camera_hz
     stamps_ms = tm.start_ms + np.round(np.arange(frames) * period_ms).astype(np.int64)
     duration = (stamps_ms[-1] - tm.start_ms) / 1000.0 + 1.0
     traj = simulate_trajectory(scene, duration + 0.5, traj_rng)
+    mover_trajs = [simulate_trajectory(scene, duration + 0.5, mover_rng)
+                   for _ in range(scene.movers.count)]
     renderers = {name: NodeRenderer(scene, name, light_rng) for name in sorted(scene.nodes)}
     rng = frame_seq
     jit = tm.clock_jitter_ms
@@ -486,7 +531,9 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
             cam_t = t_rel[i] + jitter(len(renderers)) / 1000.0
             for k, (name, r) in enumerate(renderers.items()):
                 xz, yaw, _ = traj.at(cam_t[k:k + 1])
-                rgb, depth = r.render(xz[0], float(yaw[0]), float(cam_t[k]), rng)
+                movers = [(m_xz[0], float(m_yaw[0])) for m_xz, m_yaw, _ in
+                          (m.at(cam_t[k:k + 1]) for m in mover_trajs)]
+                rgb, depth = r.render(xz[0], float(yaw[0]), float(cam_t[k]), rng, movers)
                 stamp_ns = tm.start_ms * 1_000_000 + round(cam_t[k] * 1e9)
                 _ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1],
                                         [cv2.IMWRITE_JPEG_QUALITY, scene.camera.jpeg_quality])
@@ -501,8 +548,11 @@ def generate_recording(out_dir: str | Path, frames: int = 1000, seed: int = 0,
                 cap = max(cap, 0)
                 if name not in radar_cache or radar_cache[name][0] != cap:
                     t_cap = radar_caps[name][cap]
-                    xz, _, vel = traj.at(np.array([max(t_cap, 0.0)]))
-                    rd, az = r.radar(xz[0], vel[0], rng)
+                    at = np.array([max(t_cap, 0.0)])
+                    xz, _, vel = traj.at(at)
+                    movers = [(m_xz[0], m_vel[0]) for m_xz, _, m_vel in
+                              (m.at(at) for m in mover_trajs)]
+                    rd, az = r.radar(xz[0], vel[0], rng, movers)
                     radar_cache[name] = (cap, rd, az)
                 _, rd, az = radar_cache[name]
                 t_cap = radar_caps[name][cap]

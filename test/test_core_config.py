@@ -285,3 +285,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert dataclasses.replace(min0.model_config(), min_blocks={}) == budget.model_config()
     assert dataclasses.replace(min0.backbone, freeze_blocks=1) == budget.backbone
     assert min0.out_dir != budget.out_dir and min0.models_dir != "models"
+    traffic = load_train_config("config/train/demo_traffic.yaml")
+    validate(traffic, traffic.model_config())
+    assert (traffic.model_config(), traffic.backbone, traffic.controller) == \
+        (min0.model_config(), min0.backbone, min0.controller)
+    assert traffic.data.generate.scene == "traffic" and traffic.data.root != min0.data.root
+    assert traffic.out_dir != min0.out_dir and traffic.models_dir != "models"

@@ -8,6 +8,9 @@ least 2 of the 3 nodes), and the block counts the controller gives each pattern.
         --controller paper=runs/a/controller_L6.pt candidates=runs/b/controller_L6.pt \
         --out docs/results/controller_probe.md
 
+`--premise` adds the premise curves (train/premise.py: error when backbones run k of their
+blocks, clean and under the noise) on the same frames; without controllers it prints only those.
+
 Development tool: the validation split only (`eval.tune_samples` frames), one corruption seed.
 """
 
@@ -24,6 +27,7 @@ from admn_ros.core.model import downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import make_policy
 from admn_ros.train.evaluate import tuning_set
+from admn_ros.train.premise import CLEAN, premise, premise_lines
 from admn_ros.train.provenance import cpu_name
 from admn_ros.train.runner import CachingRunner, noise_generator
 from admn_ros.train.tasks import localisation_error_cm
@@ -86,17 +90,33 @@ def probe(config: str, weights: str, controllers: dict[str, str], budget: int,
     return "\n".join(lines) + "\n"
 
 
+@torch.no_grad()
+def premise_on_val(config: str, weights: str, kind: str) -> str:
+    """The premise curves (clean and `kind`) on the probe's frames, as markdown."""
+    ts = tuning_set(config, weights)
+    res = premise(CachingRunner(ts.models.model), ts.split, ts.frames, ts.model_cfg,
+                  ts.cfg.noise, [CLEAN, kind], {kind: noise_generator(SEED, 0, 0)},
+                  ts.cfg.eval.batch_size)
+    return "\n".join(premise_lines({"premise": res})) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("--weights", required=True, help="run folder with admn.pt")
-    p.add_argument("--controller", nargs="+", required=True, help="NAME=PATH ...")
+    p.add_argument("--controller", nargs="*", default=[], help="NAME=PATH ...")
     p.add_argument("--budget", type=int, required=True)
     p.add_argument("--noise", default="binary")
+    p.add_argument("--premise", action="store_true", help="add the premise curves")
     p.add_argument("--out", default=None, help="markdown file (default: stdout only)")
     args = p.parse_args()
+    if not (args.controller or args.premise):
+        p.error("nothing to do: give --controller NAME=PATH ... and/or --premise")
     controllers = dict(c.split("=", 1) for c in args.controller)
-    text = probe(args.config, args.weights, controllers, args.budget, args.noise)
+    text = probe(args.config, args.weights, controllers, args.budget, args.noise) \
+        if controllers else ""
+    if args.premise:
+        text += premise_on_val(args.config, args.weights, args.noise)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

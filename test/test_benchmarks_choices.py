@@ -100,3 +100,25 @@ def test_controller_probe_scores_controllers_per_noise_pattern(run):
         assert a == b  # one checkpoint twice: the same masks and errors
         counts = [c.split(" x")[0] for c in a.split("(")[1].rstrip(")").split(", ")]
         assert all(sum(map(int, c.split("/"))) == 4 for c in counts)  # the whole budget
+
+
+def test_controller_probe_premise_agrees_with_its_full_model(run, capsys):
+    tmp, recipe = run
+    bench("controller_probe.py", "--config", str(recipe), "--weights", str(tmp / "run"),
+          "--budget", "4", "--premise")
+    out = capsys.readouterr().out
+    assert "Controller probe" not in out  # no controllers: the curves only
+    tables = out.split("**")[1:]
+    kinds = tables[::2]
+    assert kinds == ["clean", "binary"]
+    binary = {r.split(" | ")[0].strip("| "): [float(v) for v in r.strip(" |").split(" | ")[1:]]
+              for r in tables[3].splitlines() if r.startswith("| ") and "curve" not in r}
+    assert set(binary) == {"all", "rgb", "depth", "radar"}
+    ctrl = tmp / "run" / "controller_L4.pt"
+    if not ctrl.exists():
+        run_stage(load_train_config(recipe), "controller")
+    bench("controller_probe.py", "--config", str(recipe), "--weights", str(tmp / "run"),
+          "--budget", "4", "--controller", f"a={ctrl}")
+    probe_all = capsys.readouterr().out.split("| all | 6 | ")[1].split(" | ")
+    # the same frames and corruption draws: every block of every backbone = the full model
+    assert binary["all"][-1] == pytest.approx(float(probe_all[0]), abs=0.11)  # both rounded

@@ -123,14 +123,14 @@ class DistractorConfig:
 
 @dataclass(frozen=True)
 class MoversConfig:
-    """Other vehicles driving like the car (none by default): look-alikes that each sensor
-    tells from the car only by their size, which takes context (how far away they are)."""
+    """Other vehicles driving like the car (none by default), rendered in every modality:
+    look-alikes that a sensor tells from the car by a detail (config/scenes/traffic.yaml)."""
 
     count: int = 0
-    size: tuple[float, ...] = (0.62, 0.24, 0.26)  # length, height, width (m)
+    size: tuple[float, ...] = (0.50, 0.30, 0.26)  # length, height, width (m)
     color: tuple[float, ...] = (220, 30, 30)
-    top_color: tuple[float, ...] = (250, 230, 40)
-    radar_gain: float = 2.5  # radar cross-section relative to the car's
+    top_color: tuple[float, ...] = (250, 140, 40)
+    radar_gain: float = 2.0  # radar cross-section relative to the car's
 
     def __post_init__(self) -> None:
         if self.count < 0:

@@ -128,8 +128,8 @@ class MoversConfig:
 
     count: int = 0
     size: tuple[float, ...] = (0.50, 0.30, 0.26)  # length, height, width (m)
-    color: tuple[float, ...] = (220, 30, 30)
-    top_color: tuple[float, ...] = (250, 140, 40)
+    color: tuple[float, ...] = (40, 150, 60)
+    top_color: tuple[float, ...] = (200, 200, 190)
     radar_gain: float = 2.0  # radar cross-section relative to the car's
 
     def __post_init__(self) -> None:

@@ -291,3 +291,9 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
         (min0.model_config(), min0.backbone, min0.controller)
     assert traffic.data.generate.scene == "traffic" and traffic.data.root != min0.data.root
     assert traffic.out_dir != min0.out_dir and traffic.models_dir != "models"
+    ft = load_train_config("config/train/demo_traffic_ft.yaml")
+    validate(ft, ft.model_config())
+    assert ft.backbone.init == f"{min0.out_dir}/admn.pt" and ft.data == traffic.data
+    assert dataclasses.replace(ft.backbone, init=None, epochs=traffic.backbone.epochs) == \
+        traffic.backbone
+    assert ft.out_dir not in (traffic.out_dir, min0.out_dir) and ft.models_dir != "models"

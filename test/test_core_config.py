@@ -297,3 +297,13 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert dataclasses.replace(ft.backbone, init=None, epochs=traffic.backbone.epochs) == \
         traffic.backbone
     assert ft.out_dir not in (traffic.out_dir, min0.out_dir) and ft.models_dir != "models"
+    ft_cand = load_train_config("config/train/demo_traffic_ft_candidates.yaml")
+    validate(ft_cand, ft_cand.model_config())
+    assert dataclasses.replace(ft_cand.controller, universal_range=[3, 24]) == \
+        budget_cand.controller
+    assert (ft_cand.model_config(), ft_cand.backbone, ft_cand.data) == \
+        (ft.model_config(), ft.backbone, ft.data)
+    ft_values = load_train_config("config/train/demo_traffic_ft_values.yaml")
+    validate(ft_values, ft_values.model_config())
+    assert dataclasses.replace(ft_values.controller, objective="candidates") == ft_cand.controller
+    assert len({ft.out_dir, ft_cand.out_dir, ft_values.out_dir}) == 3

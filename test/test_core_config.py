@@ -299,7 +299,10 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     assert ft.out_dir not in (traffic.out_dir, min0.out_dir) and ft.models_dir != "models"
     ft_cand = load_train_config("config/train/demo_traffic_ft_candidates.yaml")
     validate(ft_cand, ft_cand.model_config())
-    assert dataclasses.replace(ft_cand.controller, universal_range=[3, 24]) == \
+    assert ft_cand.controller.init == f"{ft.out_dir}/admn.pt"
+    assert dataclasses.replace(
+        ft_cand.controller, init=None, budgets=budget_cand.controller.budgets,
+        universal=True, universal_range=budget_cand.controller.universal_range) == \
         budget_cand.controller
     assert (ft_cand.model_config(), ft_cand.backbone, ft_cand.data) == \
         (ft.model_config(), ft.backbone, ft.data)

@@ -93,3 +93,34 @@ def test_bad_experts_config() -> None:
         DynMM(tiny_cfg(), {"experts": [["rgb", "lidar"]]})
     with pytest.raises(ValueError, match="unknown config key"):
         DynMM(tiny_cfg(), {"lambda": 0.1})
+
+
+def test_forced_absent_is_admn_with_the_forced_blocks_of_the_other_modalities() -> None:
+    """`absent: forced`: an expert runs its modalities at full depth and the others' forced
+    blocks (block 0 here), exactly the ADMN model under that mask, and pays for them."""
+    m = seeded(DynMM, {"absent": "forced", "fusion_gating": False}).eval()
+    zero = seeded(DynMM, {"fusion_gating": False})
+    x, lr, _ = tiny_batch(m.model_cfg)
+    bias = m.gate_head[-1].bias  # [E + 2F]: a large bias picks one expert for every input
+    with torch.no_grad():
+        for e in range(len(m.experts)):
+            bias.zero_()
+            bias[e] = 1e3
+            out = m(x, lr, 0.0)
+            assert (out.expert == e).all()
+            assert out.mask[:, :, 0].all()  # every modality keeps block 0
+            off = ~m.expert_masks[e]  # [M]
+            assert out.mask[:, off, 1:].sum() == 0 and out.mask[:, ~off].all()
+            torch.testing.assert_close(out.pred.mean, m.model(x, out.mask).mean)
+        bias.zero_()
+    single = [i for i, e in enumerate(m.experts) if len(e) == 1]
+    assert bool((m.expert_flops[single] > zero.expert_flops[single]).all())
+    full = m.experts.index(list(m.model_cfg.modalities))
+    assert m.expert_flops[full] == zero.expert_flops[full]
+    m.train()  # training mixes every expert's prediction: the same forced features
+    with torch.no_grad():
+        a = m(x, lr, 0.3, sample=False)
+    m.eval()
+    with torch.no_grad():
+        b = m(x, lr, 0.3)
+    torch.testing.assert_close(a.pred.mean, b.pred.mean, atol=1e-4, rtol=1e-4)

@@ -97,3 +97,18 @@ def test_epoch_plan_is_the_recipe_not_the_machine(tmp_path, rec):
     assert epoch_plan(cfg.backbone, 42, "backbone") == [3, 3, 3, 3]
     assert epoch_plan(cfg.controller, 42, "controller") == [2, 3, 3, 3]  # 1 head-only epoch
     assert epoch_plan(cfg.backbone, 20, "backbone") == [2, 2, 2, 2]  # 20 // 8 < cap 3
+
+
+def test_estimate_counts_each_controllers_own_steps(tmp_path, rec):
+    from admn_ros.train.estimate import estimate
+
+    cfg = load_train_config(tiny_recipe(
+        tmp_path, rec, mae={"epochs": 0}, controller_ae={"epochs": 0},
+        controller={"budgets": [4, 5], "max_warmup_steps": 2,
+                    "per_budget": {5: {"objective": "candidates", "max_steps_per_epoch": 1}}}))
+    stages = {e.stage: e for e in estimate(cfg, n_train=42, warm_steps=1)}
+    assert sorted(stages) == ["backbone", "controller"]
+    c = stages["controller"]
+    assert (c.jobs, c.head_steps) == (3, 3 * 2)  # L4, L5, universal: one warm-up epoch each
+    assert c.steps - c.head_steps == 3 * 3 + 3 * 1 + 3 * 3
+    assert c.seconds > 0 and stages["backbone"].steps == 4 * 3

@@ -475,12 +475,17 @@ def test_local_candidates_search_around_the_controllers_pick(tmp_path, rec):
 def test_controller_stage_with_the_candidate_objective(tmp_path, rec):
     cfg = load_train_config(tiny_recipe(tmp_path, rec, controller={
         "objective": "candidates", "candidate_family": "local", "max_candidates": 4,
-        "epochs": 2}))
+        "epochs": 2, "budgets": [4, 5],
+        "per_budget": {5: {"objective": "task", "max_steps_per_epoch": 1}}}))
     run_stage(cfg, "backbone")
     run_stage(cfg, "controller")
     for job in ("controller_L4", "controller_universal"):
         h = history(tmp_path / "run", job)
         assert "best_cm" not in h[0] and h[-1]["best_cm"] > 0, job  # after the warm-up epoch
+    # L = 5 trains by its own settings: the task loss, one step after the warm-up
+    h4, h5 = (history(tmp_path / "run", f"controller_L{b}") for b in (4, 5))
+    assert "best_cm" not in h5[-1] and h5[-1]["step"] - h5[0]["step"] == 1
+    assert h4[-1]["step"] - h4[0]["step"] == 3
     with pytest.raises(ValueError, match="max_candidates"):
         from admn_ros.train.config import validate
         bad = load_train_config(tiny_recipe(tmp_path, rec, controller={"max_candidates": 0}))

@@ -54,6 +54,14 @@ class DataSection:
 
 
 @dataclass
+class BudgetOverride:
+    """Controller-stage fields that differ for one budget's controller (None: the stage's)."""
+
+    objective: Literal["task", "candidates", "values"] | None = None
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass
 class StageConfig:
     """One stage; every stage reads the fields it needs (unused ones keep their defaults)."""
 
@@ -111,6 +119,9 @@ class StageConfig:
     candidate_family: Literal["splits", "masks", "local"] = "splits"
     candidate_temperature_cm: float = 5.0
     max_candidates: int = 16
+    # per-budget controllers: fields that differ for one budget, e.g. the paper's task loss
+    # where random candidates of a large budget rarely hold the good masks (docs/RESULTS.md)
+    per_budget: dict[int, BudgetOverride] = field(default_factory=dict)
     # --- baselines (dynmm, mmexit, m2sn): warm start from `init` (default: <out_dir>/admn.pt)
     baseline_config: str | None = None  # method config (default: config/baselines/<stage>.yaml)
     pretrain_epochs: int = 0  # dynmm / m2sn: first epochs run stage I (random gate / shortcuts)
@@ -118,6 +129,14 @@ class StageConfig:
     # dynmm / m2sn: controller checkpoint whose trunk initialises the gate / navigator;
     # "auto": <out_dir>/controller_universal.pt, else the largest controller_L*.pt, if any
     gate_init: str | None = None
+
+    def for_budget(self, budget: int | tuple[int, int]) -> StageConfig:
+        """This stage as the controller of `budget` trains it (the universal one: as is)."""
+        over = self.per_budget.get(budget) if isinstance(budget, int) else None
+        if over is None:
+            return self
+        changes = {k: v for k, v in dataclasses.asdict(over).items() if v is not None}
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -237,6 +256,10 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
             if len(r) != 2 or not lo <= r[0] <= r[1] <= hi:
                 raise ValueError(f"{sec}.universal_range: expected [lo, hi] with "
                                  f"{lo} <= lo <= hi <= {hi}, got {r}")
+        extra = sorted(set(st.per_budget) - set(st.budgets))
+        if extra:
+            raise ValueError(f"{sec}.per_budget: expected keys among budgets {st.budgets}, "
+                             f"got {extra}")
     for b in cfg.eval.budgets:
         if not lo <= b <= hi:
             raise ValueError(f"eval.budgets: expected {lo} <= L <= {hi}, got {b}")

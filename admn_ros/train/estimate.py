@@ -22,7 +22,12 @@ from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 from admn_ros.train.config import StageConfig, TrainConfig, load_train_config, validate
 from admn_ros.train.engine import set_train_mode
-from admn_ros.train.main import controller_config, epoch_plan, head_only_epochs
+from admn_ros.train.main import (
+    controller_budgets,
+    controller_config,
+    epoch_plan,
+    head_only_epochs,
+)
 from admn_ros.train.provenance import cpu_name
 from admn_ros.train.tasks import BackboneTask, ControllerTask, MAETask
 
@@ -71,6 +76,34 @@ def time_steps(task, st: StageConfig, model_cfg: ModelConfig, epoch: int, steps:
     return elapsed / steps
 
 
+def controller_estimate(stage: str, st: StageConfig, model_cfg: ModelConfig, cfg: TrainConfig,
+                        n_train: int, warm_steps: int) -> StageEstimate:
+    """A controller stage: each job timed by its own settings (objective, steps per epoch), once
+    per distinct (objective, per-budget or universal); the seconds per step are their mean."""
+    unsupervised = stage == "controller-ae"
+    budgets = controller_budgets(st, model_cfg)
+    timed: dict[tuple[str, bool], tuple[float, float]] = {}
+    steps = head_steps = 0
+    seconds = head_seconds = 0.0
+    for b in budgets:
+        stb = st.for_budget(b)
+        ctrl = Controller(controller_config(model_cfg, b, unsupervised))
+        task = ControllerTask(ADMN(model_cfg), ctrl, stb, cfg.noise, b, unsupervised)
+        head = head_only_epochs(stb, task.name)
+        key = (stb.objective, isinstance(b, tuple))
+        if key not in timed:
+            main_epoch = min(stb.epochs - 1, head)
+            timed[key] = (time_steps(task, stb, model_cfg, main_epoch, warm_steps),
+                          time_steps(task, stb, model_cfg, 0, warm_steps) if head else 0.0)
+        plan = epoch_plan(stb, n_train, task.name)
+        steps += sum(plan[head:])
+        head_steps += sum(plan[:head])
+        seconds += sum(plan[head:]) * timed[key][0]
+        head_seconds += sum(plan[:head]) * timed[key][1]
+    return StageEstimate(stage, len(budgets), steps + head_steps, head_steps,
+                         seconds / max(steps, 1), head_seconds / max(head_steps, 1))
+
+
 def estimate(cfg: TrainConfig, n_train: int, warm_steps: int = 3) -> list[StageEstimate]:
     """Per stage of `make train` (epochs > 0): planned steps and measured seconds per step."""
     model_cfg = cfg.model_config()
@@ -83,24 +116,15 @@ def estimate(cfg: TrainConfig, n_train: int, warm_steps: int = 3) -> list[StageE
         st = cfg.stage(stage)
         if st.epochs == 0:
             continue
-        if stage in ("mae", "backbone"):
-            cls = MAETask if stage == "mae" else BackboneTask
-            task = cls(ADMN(model_cfg), st, cfg.noise, cfg.seed)
-            jobs = 1
-        else:
-            unsupervised = stage == "controller-ae"
-            budget = (model_cfg.budget_range if st.universal or not st.budgets
-                      else st.budgets[0])
-            ctrl = Controller(controller_config(model_cfg, budget, unsupervised))
-            task = ControllerTask(ADMN(model_cfg), ctrl, st, cfg.noise, budget, unsupervised)
-            jobs = len(st.budgets) + int(st.universal)
+        if stage in ("controller", "controller-ae"):
+            out.append(controller_estimate(stage, st, model_cfg, cfg, n_train, warm_steps))
+            continue
+        cls = MAETask if stage == "mae" else BackboneTask
+        task = cls(ADMN(model_cfg), st, cfg.noise, cfg.seed)
         plan = epoch_plan(st, n_train, task.name)
-        head = head_only_epochs(st, task.name)
-        main_epoch = min(st.epochs - 1, max(head, st.clean_epochs if stage == "backbone" else 0))
+        main_epoch = min(st.epochs - 1, st.clean_epochs if stage == "backbone" else 0)
         per_step = time_steps(task, st, model_cfg, main_epoch, warm_steps)
-        per_head = time_steps(task, st, model_cfg, 0, warm_steps) if head else 0.0
-        out.append(StageEstimate(stage, jobs, jobs * sum(plan), jobs * sum(plan[:head]),
-                                 per_step, per_head))
+        out.append(StageEstimate(stage, 1, sum(plan), 0, per_step, 0.0))
     return out
 
 

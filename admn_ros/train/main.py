@@ -60,6 +60,7 @@ class Job:
     name: str  # run folder under out_dir
     output: Path  # core checkpoint written when the job finishes
     build: Callable[[], object]  # -> task
+    st: StageConfig  # what it trains with (the stage's, with a budget's overrides)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,6 +122,16 @@ def build_baseline_task(cfg: TrainConfig, stage: str, model_cfg: ModelConfig) ->
     return BaselineTask(stage, module, st, cfg.noise)
 
 
+def controller_budgets(st: StageConfig, model_cfg: ModelConfig) -> list[int | tuple[int, int]]:
+    """A controller stage's jobs: one per budget, then (lo, hi) for the universal one."""
+    budgets: list[int | tuple[int, int]] = list(st.budgets)
+    if st.universal:
+        rng = st.universal_range or ([min(st.budgets), max(st.budgets)] if st.budgets
+                                     else list(model_cfg.budget_range))
+        budgets.append((rng[0], rng[1]))
+    return budgets
+
+
 def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> list[Job]:
     """The jobs of a stage. `train`: the split a new model's input references come from
     (`ModelConfig.input_reference`)."""
@@ -128,7 +139,7 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> 
     st = cfg.stage(stage)
     if stage in BASELINE_STAGES:
         return [Job(stage, out / f"{stage}.pt",
-                    lambda: build_baseline_task(cfg, stage, model_cfg))]
+                    lambda: build_baseline_task(cfg, stage, model_cfg), st)]
     if stage in ("mae", "backbone"):
         def build_admn() -> object:
             model = ADMN(model_cfg)
@@ -146,15 +157,11 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> 
             return task_cls(model, st, cfg.noise, cfg.seed)
 
         name = "mae" if stage == "mae" else "admn"
-        return [Job(name, out / f"{name}.pt", build_admn)]
+        return [Job(name, out / f"{name}.pt", build_admn, st)]
 
     unsupervised = stage == "controller-ae"
     admn_path = cfg.path(st.init) if st.init else out / "admn.pt"
-    budgets: list[int | tuple[int, int]] = list(st.budgets)
-    if st.universal:
-        rng = st.universal_range or ([min(st.budgets), max(st.budgets)] if st.budgets
-                                     else list(model_cfg.budget_range))
-        budgets.append((rng[0], rng[1]))
+    budgets = controller_budgets(st, model_cfg)
     prefix = "controller_ae" if unsupervised else "controller"
     jobs = []
     for b in budgets:
@@ -166,9 +173,9 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> 
         def build(b: int | tuple[int, int] = b) -> object:
             model = load_admn(admn_path, model_cfg)
             ctrl = Controller(controller_config(model_cfg, b, unsupervised))
-            return ControllerTask(model, ctrl, st, cfg.noise, b, unsupervised)
+            return ControllerTask(model, ctrl, st.for_budget(b), cfg.noise, b, unsupervised)
 
-        jobs.append(Job(name, out / f"{name}.pt", build))
+        jobs.append(Job(name, out / f"{name}.pt", build, st.for_budget(b)))
     if not jobs:
         raise ValueError(f"{stage}: expected budgets or universal: true, got neither")
     return jobs
@@ -407,7 +414,7 @@ def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,
     for job in plan(cfg, stage, model_cfg, train):
         if jobs and job.name not in jobs:
             continue
-        out = run_job(job, cfg, st, train, val, device, resume, stop_after_epochs,
+        out = run_job(job, cfg, job.st, train, val, device, resume, stop_after_epochs,
                       time_budget_min)
         if out is not None:
             outputs.append(out)

@@ -35,6 +35,10 @@ class DynMMConfig:
     lam: the lambda of the resource-aware loss used in training (`loss` default).
     lam_in_decision: lambda also enters the hard decision as a cost prior (log p - lambda c),
         so one gate serves nearby operating points and cost is monotone in lambda.
+    absent: how a modality outside the expert enters the fusion: "zero", a zero feature (a
+        learned "absent" token; the paper), or "forced", its backbone's forced blocks only
+        (`min_blocks`, counted in the cost), as ADMN runs a modality it gives no blocks: the
+        input a fusion trained with whole-modality LayerDrop has seen.
     """
 
     method: Literal["dynmm"] = "dynmm"
@@ -44,6 +48,7 @@ class DynMMConfig:
     lam_in_decision: bool = True
     gumbel_tau: float = 1.0
     gate_hidden: int = 64
+    absent: Literal["zero", "forced"] = "zero"
 
     def check(self, model: ModelConfig) -> None:
         _positive("gumbel_tau", self.gumbel_tau)

@@ -3,7 +3,8 @@
 Modality level: a gate on the low-res inputs picks one expert per sample; an expert is a subset
 of modalities, each run at full backbone depth (a row of `expert_masks` [E, M]). A modality
 outside the expert enters the fusion as a zero feature (its adapter bias plus node/modality
-embeddings: a learned "absent" token), so all experts share one fusion and head.
+embeddings: a learned "absent" token), or with `absent: forced` as its forced blocks' feature
+(what ADMN runs for a modality it gives nothing), so all experts share one fusion and head.
 Fusion level: the same gate decides, per fusion transformer block, run or skip (identity).
 
 Training (paper 3.3-3.4): Gumbel-softmax straight-through decisions; the training forward runs
@@ -89,10 +90,18 @@ class DynMM(BaselineModule):
     def _init_costs(self) -> None:
         cm, cfg = CostModel(self.model_cfg), self.model_cfg
         s, depth = cfg.num_nodes, cfg.depth
-        per_mod = torch.tensor([s * (cm.backbone_stem_flops(m) + depth * cm.backbone_block_flops(m))
-                                for m in cfg.modalities], dtype=torch.float64)
+
+        def backbone_flops(blocks: list[int]) -> Tensor:  # [M] stem + `blocks` per modality
+            return torch.tensor([s * (cm.backbone_stem_flops(m) + k * cm.backbone_block_flops(m))
+                                 for m, k in zip(cfg.modalities, blocks, strict=True)],
+                                dtype=torch.float64)
+
+        on_flops = backbone_flops([depth] * len(cfg.modalities))
+        off_flops = (backbone_flops(cfg.min_blocks_list) if self.cfg.absent == "forced"
+                     else torch.zeros(len(cfg.modalities), dtype=torch.float64))
         self.full_flops = cm.full_cost()  # the normaliser: ADMN with every block
-        self.expert_flops = (self.expert_masks.cpu().double() * per_mod).sum(1)  # [E]
+        on = self.expert_masks.cpu().double()  # [E, M]
+        self.expert_flops = (on * on_flops + (1 - on) * off_flops).sum(1)  # [E]
         self.fusion_block_flops = fusion_block_flops(cfg)
         gated = self.num_fusion_gates * self.fusion_block_flops
         self.fixed_flops = (cm.fusion_flops() - gated + self.gate_trunk.flops()
@@ -154,23 +163,42 @@ class DynMM(BaselineModule):
         cost = (g @ (self.expert_flops / self.full_flops).to(g)
                 + keep.sum(1) * (self.fusion_block_flops / self.full_flops)
                 + self.fixed_flops / self.full_flops)
-        depth = self.model_cfg.depth
-        mask = self.expert_masks[expert][:, :, None].expand(-1, -1, depth)
+        mask = self.expert_blocks()[expert]  # [B, M, D]
         return DynMMOutput(pred, mask, keep_bool, self.flops_of(expert, keep_bool), expert, cost,
                            preds, lam)
 
-    def _features(self, inputs: dict[str, Tensor], modality: str) -> Tensor:
-        x = inputs[modality]
-        return self.model.encode(modality, x.flatten(0, 1)).unflatten(0, x.shape[:2])  # [B,S,E]
+    def expert_blocks(self) -> Tensor:
+        """Blocks each expert runs [E, M, D]: all of its modalities', plus the others' forced
+        blocks with `absent: forced`."""
+        cfg = self.model_cfg
+        blocks = self.expert_masks[:, :, None].expand(-1, -1, cfg.depth).clone()
+        if self.cfg.absent == "forced":
+            for i, k in enumerate(cfg.min_blocks_list):
+                blocks[:, i, :k] = True
+        return blocks
 
-    def _expert_features(self, feats: dict[str, Tensor], e: int) -> dict[str, Tensor]:
+    def _features(self, inputs: dict[str, Tensor], modality: str, on: bool = True) -> Tensor:
+        """Backbone features [B, S, E]: every block (`on`), else what the modality contributes
+        outside an expert (`absent`: zeros, or its forced blocks)."""
+        x = inputs[modality]
+        if on or self.cfg.absent == "forced":
+            active = None
+            if not on:
+                k = self.model_cfg.min_blocks_list[self.model_cfg.modalities.index(modality)]
+                active = torch.arange(self.model_cfg.depth, device=x.device) < k
+            return self.model.encode(modality, x.flatten(0, 1), active).unflatten(0, x.shape[:2])
+        b, s = x.shape[:2]
+        return x.new_zeros(b, s, self.model_cfg.backbone.embed_dim)
+
+    def _expert_features(self, feats: dict[str, tuple[Tensor, Tensor]], e: int
+                         ) -> dict[str, Tensor]:
         used = self.expert_masks[e].tolist()
-        return {m: f if on else torch.zeros_like(f)
-                for (m, f), on in zip(feats.items(), used, strict=True)}
+        return {m: f[0] if on else f[1] for (m, f), on in zip(feats.items(), used, strict=True)}
 
     def _all_experts(self, inputs: dict[str, Tensor], keep: Tensor | None
                      ) -> list[GaussianPrediction]:
-        feats = {m: self._features(inputs, m) for m in self.model_cfg.modalities}
+        feats = {m: (self._features(inputs, m), self._features(inputs, m, on=False))
+                 for m in self.model_cfg.modalities}
         return [self.model.head(fuse_masked(self.model.fusion, self._expert_features(feats, e),
                                             keep))
                 for e in range(len(self.experts))]
@@ -181,11 +209,9 @@ class DynMM(BaselineModule):
         for e in expert.unique().tolist():
             idx = (expert == e).nonzero().flatten()
             sub = {m: x[idx] for m, x in inputs.items()}
-            feats = {m: self._features(sub, m) if on else None
+            feats = {m: self._features(sub, m, on)
                      for m, on in zip(self.model_cfg.modalities, self.expert_masks[e].tolist(),
                                       strict=True)}
-            ref = next(f for f in feats.values() if f is not None)
-            feats = {m: torch.zeros_like(ref) if f is None else f for m, f in feats.items()}
             k = None if keep is None else keep[idx]
             parts.append((idx, self.model.head(fuse_masked(self.model.fusion, feats, k))))
         return scatter_predictions(batch, parts)

@@ -93,7 +93,7 @@ def test_yaml_base_merges_and_refuses_cycles(tmp_path) -> None:
 def test_recipe_variants_differ_from_demo_only_where_they_say() -> None:
     from admn_ros.train.config import load_train_config
 
-    demo, min0 = (load_train_config(f"config/train/{r}.yaml") for r in ("demo", "demo_min0"))
+    demo, min0 = (load_train_config(f"config/train/{r}.yaml") for r in ("demo_v1", "demo_min0"))
     assert min0.model_config().min_blocks_list == [0, 0, 0]
     assert demo.model_config().min_blocks_list == [1, 1, 1]
     assert (min0.seed, min0.backbone, min0.data) == (demo.seed, demo.backbone, demo.data)
@@ -125,6 +125,43 @@ def test_a_frozen_model_refuses_the_stage_that_trains_only_the_model(tmp_path) -
     with pytest.raises(ValueError, match=r"dynmm: stage I trains only the model.*"
                                          r"expected pretrain_epochs: 0, got 1"):
         validate(cfg, cfg.model_config())
+
+
+def test_shipped_recipe_is_the_rand1_backbone_with_candidate_controllers() -> None:
+    """`make train` (demo.yaml) trains demo_rand1_ref_alone's backbone (so that run's weights
+    are the recipe's), its controllers at 6 and 8 blocks and the universal one on scored
+    candidate masks, at 12 and 16 by the paper's task loss; demo_v1 keeps the first recipe."""
+    from admn_ros.train.config import load_train_config, validate
+
+    demo, rand, cand, v1 = (load_train_config(f"config/train/{r}.yaml") for r in
+                            ("demo", "demo_rand1_ref_alone", "demo_rand1_ref_alone_candidates",
+                             "demo_v1"))
+    validate(demo, demo.model_config())
+    assert (demo.seed, demo.model_config(), demo.data, demo.noise, demo.backbone) == \
+        (rand.seed, rand.model_config(), rand.data, rand.noise, rand.backbone)
+    assert (demo.recipe, demo.models_dir, v1.recipe) == ("demo", "models", "demo_v1")
+    assert v1.models_dir != "models" and v1.backbone.freeze_blocks == 0
+    for b, objective, steps in ((6, "candidates", 180), (8, "candidates", 180),
+                                (12, "task", 45), (16, "task", 45)):
+        st = demo.controller.for_budget(b)
+        assert (st.objective, st.max_steps_per_epoch) == (objective, steps)
+    assert dataclasses.replace(demo.controller.for_budget(6), per_budget={}) == cand.controller
+    assert demo.controller.for_budget((3, 24)) is demo.controller
+
+
+def test_per_budget_overrides_name_a_trained_budget(tmp_path) -> None:
+    from admn_ros.train.config import load_train_config, validate
+
+    base = f"base: {Path('config/train/demo.yaml').resolve()}\n"
+    (tmp_path / "seven.yaml").write_text(
+        base + "controller: {per_budget: {7: {objective: task}}}\n")
+    cfg = load_train_config(tmp_path / "seven.yaml")
+    with pytest.raises(ValueError, match=r"controller\.per_budget: expected keys among "
+                                         r"budgets \[6, 8, 12, 16\], got \[7\]"):
+        validate(cfg, cfg.model_config())
+    (tmp_path / "best.yaml").write_text(base + "controller: {per_budget: {6: {objective: best}}}\n")
+    with pytest.raises(ValueError, match=r"controller\.per_budget\.6\.objective: expected one of"):
+        load_train_config(tmp_path / "best.yaml")
 
 
 def test_controllers_recipe_retrains_the_demo_stage_on_the_shipped_backbone() -> None:
@@ -175,13 +212,13 @@ def test_ref_recipes_change_only_the_depth_input_and_modality_drop() -> None:
     validate(ref, ref.model_config())
     assert (ref.mae, ref.backbone, ref.controller, ref.data) == \
         (four.mae, four.backbone, four.controller, four.data)
-    demo, model = load_model_config("config/model/demo.yaml"), ref.model_config()
+    demo, model = load_model_config("config/model/demo_v1.yaml"), ref.model_config()
     assert model.input_reference == ["depth"] and demo.input_reference == []
     assert (model.input_mean["depth"], model.input_std["depth"]) == ([0.0], [0.03])
     same = {"input_reference": [], "input_mean": demo.input_mean, "input_std": demo.input_std}
     assert dataclasses.replace(model, **same) == demo
     assert ref.recipe == "demo_frozen4_ref" and ref.models_dir != "models"
-    demo, scratch = (load_train_config(f"config/train/{r}.yaml") for r in ("demo", "demo_ref"))
+    demo, scratch = (load_train_config(f"config/train/{r}.yaml") for r in ("demo_v1", "demo_ref"))
     assert scratch.model_config() == model and scratch.models_dir != "models"
     assert (scratch.mae, scratch.backbone, scratch.controller) == \
         (demo.mae, demo.backbone, demo.controller)

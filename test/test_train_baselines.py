@@ -164,3 +164,16 @@ def test_the_sweep_plot_draws_each_points_interval_against_admn() -> None:
 
     points = [{"vs_admn": {"diff_cm": 2.0, "lo": 0.5, "hi": 4.0}}, {}]  # second: no ADMN match
     assert interval_bars(points) == [[1.5, 0.0], [2.0, 0.0]]
+
+
+def test_a_point_wins_or_loses_only_where_its_interval_excludes_zero():
+    from admn_ros.train.evaluate_baselines import point_verdict
+
+    def point(diff: float, lo: float, hi: float) -> dict:
+        return {"error_cm": 30.0, "vs_admn": {"diff_cm": diff, "lo": lo, "hi": hi}}
+
+    assert point_verdict(point(-0.9, -2.0, -0.5), 31.0)[0] == "wins"
+    assert point_verdict(point(1.3, 0.2, 2.0), 29.0)[0] == "loses"
+    assert point_verdict(point(0.1, -0.7, 0.6), 29.9) == \
+        ("level", 0.1, "level: +0.1 cm [-0.7, +0.6]")
+    assert point_verdict({"error_cm": 30.0}, 31.0) == ("wins", -1.0, "wins by 1.0 cm")

@@ -219,6 +219,20 @@ def attach_intervals(res: dict, admn_errors: dict[str, dict[int, Tensor]], ev) -
                 p["vs_admn"] = dict(ci, budget=r[0], row=r[1])
 
 
+def point_verdict(p: dict, admn_cm: float) -> tuple[str, float, str]:
+    """("wins" | "loses" | "level", gap in cm, table cell) of one point against ADMN's error
+    `admn_cm` at matched compute: by its paired interval (`vs_admn`) where it has one, else by
+    the sign of the gap between the two mean errors."""
+    ci = p.get("vs_admn")
+    if ci is None:
+        gap = p["error_cm"] - admn_cm
+        verdict = "wins" if gap < 0 else "loses"
+        return verdict, gap, f"{verdict} by {abs(gap):.1f} cm"
+    gap = ci["diff_cm"]
+    verdict = "wins" if ci["hi"] < 0 else "loses" if ci["lo"] > 0 else "level"
+    return verdict, gap, f"{verdict}: {gap:+.1f} cm [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
+
+
 def baseline_lines(res: dict) -> list[str]:
     """Per noise setting: each method's points, each against ADMN at matched compute, and an
     automatic one-line verdict per method."""
@@ -231,10 +245,10 @@ def baseline_lines(res: dict) -> list[str]:
              "(gate / navigator / evaluated exits included); latency is the method's eval "
              "forward per sample on this machine (batched). ADMN column: ADMN's error at the "
              "nearest budget whose GFLOPs are <= the point's (per-budget controller, else the "
-             "universal one), so ADMN never gets more compute than the method. [lo, hi]: 95 % "
-             "paired block-bootstrap interval of the method's error minus ADMN's (first "
-             "corruption seed; a win or loss counts only when it excludes 0 in the verdict "
-             "intervals).", ""]
+             "universal one), so ADMN never gets more compute than the method. vs ADMN: the "
+             "method's error minus ADMN's on the same frames (first corruption seed) and its "
+             "95 % paired block-bootstrap interval [lo, hi]; a win or loss counts only where "
+             "the interval excludes 0, else the point is level.", ""]
     for kind, methods in base.items():
         ref = admn_reference(res["tables"].get(kind, {}), res["budgets"])
         lines += [f"### {kind} noise", "",
@@ -254,23 +268,17 @@ def baseline_lines(res: dict) -> list[str]:
                 else:
                     b, row, e, g = r
                     cmp_cell = f"{e:.1f} cm / {g:.3f} (L={b}, {row})"
-                    gap = p["error_cm"] - e
-                    if gap < 0:
-                        wins += 1
-                        vs = f"wins by {-gap:.1f} cm"
-                        if best is None or gap < best[0]:
-                            best = (gap, knob, p["error_cm"], e, b)
-                    else:
-                        losses += 1
-                        vs = f"loses by {gap:.1f} cm"
-                    ci = p.get("vs_admn")
-                    if ci:
-                        vs += f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
+                    verdict, gap, vs = point_verdict(p, e)
+                    wins += verdict == "wins"
+                    losses += verdict == "loses"
+                    if verdict == "wins" and (best is None or gap < best[0]):
+                        best = (gap, knob, p["error_cm"], e, b)
                 lines.append(f"| {method} | {knob} | {p['error_cm']:.1f} | {p['gflops']:.3f} | "
                              f"{p['latency_ms']:.2f} | {cmp_cell} | {vs} |")
             label = METHOD_LABELS[method]
+            level = len(points) - wins - losses - cheaper
             text = (f"- {label}: better than ADMN at matched compute in {wins} of "
-                    f"{len(points)} points, worse in {losses}")
+                    f"{len(points)} points, worse in {losses}, level in {level}")
             if cheaper:
                 text += f", {cheaper} cheaper than every ADMN budget (not compared)"
             if best is not None:

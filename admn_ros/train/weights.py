@@ -25,7 +25,7 @@ from admn_ros.core.config import ModelConfig, load_model_config, main_network_di
 from admn_ros.core.controller import Controller
 from admn_ros.core.model import ADMN
 from admn_ros.data.preprocess import check_input_settings
-from admn_ros.train.config import REPO_ROOT, TrainConfig, load_train_config
+from admn_ros.train.config import REPO_ROOT, StageConfig, TrainConfig, load_train_config
 from admn_ros.train.state import atomic_save
 
 FORMAT = "admn_ros/1"
@@ -244,6 +244,14 @@ def check_compatible(ctrl_cfg: ModelConfig, model_cfg: ModelConfig, path: Path) 
 # --------------------------------------------------------------------------------------------
 # model card
 # --------------------------------------------------------------------------------------------
+def objective_text(st: StageConfig) -> str:
+    """What a controller stage optimises, in the model card's words."""
+    if st.objective == "task":
+        return "task loss through Gumbel top-L straight-through masks"
+    return (f"{st.objective} ({st.max_candidates} {st.candidate_family} candidates per step, "
+            f"softmin at {st.candidate_temperature_cm:g} cm)")
+
+
 def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
     dest = cfg.path(cfg.models_dir)
     results = cfg.path(cfg.results_dir)
@@ -303,9 +311,12 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         "head only, at most "
         f"{cfg.controller.max_warmup_steps} steps; then at most "
         f"{cfg.controller.max_steps_per_epoch} steps/epoch), batch {cfg.controller.batch_size}, "
-        f"AdamW {cfg.controller.lr:g}, Gumbel top-L straight-through, noise-sigma L1 "
-        f"supervision, noise prior {model_cfg.controller.noise_prior:g} (docs/ARCHITECTURE.md)."
-        " ADMN-AE: unsupervised (autoencoder head, no corruption labels)"
+        f"AdamW {cfg.controller.lr:g}, objective {objective_text(cfg.controller)}"
+        + "".join(f"; L={b}: {objective_text(cfg.controller.for_budget(b))}, at most "
+                  f"{cfg.controller.for_budget(b).max_steps_per_epoch} steps/epoch"
+                  for b in sorted(cfg.controller.per_budget))
+        + f"; noise-sigma L1 supervision, noise prior {model_cfg.controller.noise_prior:g} "
+        "(docs/ARCHITECTURE.md). ADMN-AE: unsupervised (autoencoder head, no corruption labels)"
         + (f", universal {cfg.controller_ae.universal_range}." if cfg.controller_ae.universal
            else "."),
         f"- Noise levels (sigma on [0, 1] inputs): {dict(cfg.noise.levels)}; one draw shared "

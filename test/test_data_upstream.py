@@ -235,11 +235,19 @@ def test_standardize_maps_gdtm_mean_to_mid_range(tmp_path):
     assert np.allclose(ds[1]["inputs"]["radar"][0].numpy(), 0.5, atol=1e-5)  # the mean
 
 
+def without_hole_fill():
+    """config/data.yaml with `preprocess.depth_hole_fill_px: 0`: the reader's own output."""
+    raw = to_dict(load_data_config())
+    raw["preprocess"]["depth_hole_fill_px"] = 0
+    return load_data_config(raw)
+
+
 def test_depth_sources(tmp_path):
     """Colourised RealSense JPEG: grey levels scaled per frame; ZED: metric millimetres."""
     folder = write_upstream(tmp_path / "chunk_0", 2)
-    x = GDTMDataset(folder, "all", img_size=W, cache="none")[0]["inputs"]["depth"][0]
-    assert x.min() == 0.0 and x.max() == 1.0  # min-max per frame, as ADMN feeds it
+    x = GDTMDataset(folder, "all", img_size=W, cache="none",
+                    data_config=without_hole_fill())[0]["inputs"]["depth"][0]
+    assert x.min() == 0.0 and x.max() == 1.0  # min-max per frame, before any hole filling
     raw = to_dict(load_data_config())
     raw["sources"]["gdtm"]["depth"] = {"dataset": "zed_camera_depth", "mode": "mm"}
     rec = GDTMRecording(folder, load_data_config(raw))
@@ -295,7 +303,8 @@ def test_round_trip_keeps_every_model_input(tmp_path):
 
 
 def test_synthetic_inputs_identical_to_the_pre_upstream_reader(tmp_path):
-    """The shipped weights were trained on these inputs: the new layout must not change them.
+    """The first shipped weights (demo_v1, depth holes not filled) were trained on these
+    inputs: the new layout must not change them.
 
     test/data/synthetic_inputs_v1.npz holds what the flat-layout reader (before this layout)
     produced for `generate_recording(frames=6, seed=0)`: 16 px arrays and 64 px hashes.
@@ -308,7 +317,7 @@ def test_synthetic_inputs_identical_to_the_pre_upstream_reader(tmp_path):
     rec = generate_recording(tmp_path / "r", frames=6, seed=0)
     assert (rec / "node_1" / "zed.hdf5").is_file() and GDTMRecording(rec).source == "admn"
     for size in (16, 64):
-        ds = GDTMDataset(rec, "all", img_size=size, cache="none")
+        ds = GDTMDataset(rec, "all", img_size=size, cache="none", data_config=without_hole_fill())
         for i in range(len(ds)):
             item = ds[i]
             assert item["stamp_ns"] == fixture[f"stamp_{i}"]

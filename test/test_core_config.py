@@ -159,6 +159,11 @@ def test_per_budget_overrides_name_a_trained_budget(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"controller\.per_budget: expected keys among "
                                          r"budgets \[6, 8, 12, 16\], got \[7\]"):
         validate(cfg, cfg.model_config())
+    (tmp_path / "cleared.yaml").write_text(  # a derived recipe may drop the base's overrides
+        base + "controller: {budgets: [6, 8], per_budget: null}\n")
+    cleared = load_train_config(tmp_path / "cleared.yaml")
+    validate(cleared, cleared.model_config())
+    assert cleared.controller.for_budget(6) is cleared.controller
     (tmp_path / "best.yaml").write_text(base + "controller: {per_budget: {6: {objective: best}}}\n")
     with pytest.raises(ValueError, match=r"controller\.per_budget\.6\.objective: expected one of"):
         load_train_config(tmp_path / "best.yaml")

@@ -177,3 +177,4 @@ def test_a_point_wins_or_loses_only_where_its_interval_excludes_zero():
     assert point_verdict(point(0.1, -0.7, 0.6), 29.9) == \
         ("level", 0.1, "level: +0.1 cm [-0.7, +0.6]")
     assert point_verdict({"error_cm": 30.0}, 31.0) == ("wins", -1.0, "wins by 1.0 cm")
+    assert point_verdict({"error_cm": 30.0}, 30.0)[0] == "level"

@@ -486,6 +486,13 @@ def test_controller_stage_with_the_candidate_objective(tmp_path, rec):
     h4, h5 = (history(tmp_path / "run", f"controller_L{b}") for b in (4, 5))
     assert "best_cm" not in h5[-1] and h5[-1]["step"] - h5[0]["step"] == 1
     assert h4[-1]["step"] - h4[0]["step"] == 3
+    # a finished job trained with other settings than the recipe's is not taken as finished
+    other = load_train_config(tiny_recipe(tmp_path, rec, controller={
+        "objective": "candidates", "candidate_family": "local", "max_candidates": 4,
+        "epochs": 2, "budgets": [4, 5], "per_budget": {5: {"max_steps_per_epoch": 1}}}))
+    with pytest.raises(ValueError, match=r"controller_L5/checkpoint\.pt: trained with other "
+                                         r"stage settings \(objective\)"):
+        run_stage(other, "controller", resume=True)
     with pytest.raises(ValueError, match="max_candidates"):
         from admn_ros.train.config import validate
         bad = load_train_config(tiny_recipe(tmp_path, rec, controller={"max_candidates": 0}))

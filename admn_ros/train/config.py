@@ -121,7 +121,8 @@ class StageConfig:
     max_candidates: int = 16
     # per-budget controllers: fields that differ for one budget, e.g. the paper's task loss
     # where random candidates of a large budget rarely hold the good masks (docs/RESULTS.md)
-    per_budget: dict[int, BudgetOverride] = field(default_factory=dict)
+    # (null: none, e.g. to clear a base recipe's)
+    per_budget: dict[int, BudgetOverride] | None = field(default_factory=dict)
     # --- baselines (dynmm, mmexit, m2sn): warm start from `init` (default: <out_dir>/admn.pt)
     baseline_config: str | None = None  # method config (default: config/baselines/<stage>.yaml)
     pretrain_epochs: int = 0  # dynmm / m2sn: first epochs run stage I (random gate / shortcuts)
@@ -132,7 +133,7 @@ class StageConfig:
 
     def for_budget(self, budget: int | tuple[int, int]) -> StageConfig:
         """This stage as the controller of `budget` trains it (the universal one: as is)."""
-        over = self.per_budget.get(budget) if isinstance(budget, int) else None
+        over = (self.per_budget or {}).get(budget) if isinstance(budget, int) else None
         if over is None:
             return self
         changes = {k: v for k, v in dataclasses.asdict(over).items() if v is not None}
@@ -256,7 +257,7 @@ def validate(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
             if len(r) != 2 or not lo <= r[0] <= r[1] <= hi:
                 raise ValueError(f"{sec}.universal_range: expected [lo, hi] with "
                                  f"{lo} <= lo <= hi <= {hi}, got {r}")
-        extra = sorted(set(st.per_budget) - set(st.budgets))
+        extra = sorted(set(st.per_budget or {}) - set(st.budgets))
         if extra:
             raise ValueError(f"{sec}.per_budget: expected keys among budgets {st.budgets}, "
                              f"got {extra}")

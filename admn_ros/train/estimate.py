@@ -78,11 +78,12 @@ def time_steps(task, st: StageConfig, model_cfg: ModelConfig, epoch: int, steps:
 
 def controller_estimate(stage: str, st: StageConfig, model_cfg: ModelConfig, cfg: TrainConfig,
                         n_train: int, warm_steps: int) -> StageEstimate:
-    """A controller stage: each job timed by its own settings (objective, steps per epoch), once
-    per distinct (objective, per-budget or universal); the seconds per step are their mean."""
+    """A controller stage: each job timed by its own settings (objective, steps per epoch): a
+    scored-candidates job per budget (its step grows with the budget), task-loss jobs once per
+    kind (per-budget or universal); the seconds per step are their mean."""
     unsupervised = stage == "controller-ae"
     budgets = controller_budgets(st, model_cfg)
-    timed: dict[tuple[str, bool], tuple[float, float]] = {}
+    timed: dict[tuple[str, object], tuple[float, float]] = {}
     steps = head_steps = 0
     seconds = head_seconds = 0.0
     for b in budgets:
@@ -90,7 +91,7 @@ def controller_estimate(stage: str, st: StageConfig, model_cfg: ModelConfig, cfg
         ctrl = Controller(controller_config(model_cfg, b, unsupervised))
         task = ControllerTask(ADMN(model_cfg), ctrl, stb, cfg.noise, b, unsupervised)
         head = head_only_epochs(stb, task.name)
-        key = (stb.objective, isinstance(b, tuple))
+        key = (stb.objective, b if stb.objective != "task" else isinstance(b, tuple))
         if key not in timed:
             main_epoch = min(stb.epochs - 1, head)
             timed[key] = (time_steps(task, stb, model_cfg, main_epoch, warm_steps),

@@ -226,7 +226,7 @@ def point_verdict(p: dict, admn_cm: float) -> tuple[str, float, str]:
     ci = p.get("vs_admn")
     if ci is None:
         gap = p["error_cm"] - admn_cm
-        verdict = "wins" if gap < 0 else "loses"
+        verdict = "wins" if gap < 0 else "loses" if gap > 0 else "level"
         return verdict, gap, f"{verdict} by {abs(gap):.1f} cm"
     gap = ci["diff_cm"]
     verdict = "wins" if ci["hi"] < 0 else "loses" if ci["lo"] > 0 else "level"
@@ -272,7 +272,7 @@ def baseline_lines(res: dict) -> list[str]:
                     wins += verdict == "wins"
                     losses += verdict == "loses"
                     if verdict == "wins" and (best is None or gap < best[0]):
-                        best = (gap, knob, p["error_cm"], e, b)
+                        best = (gap, knob, b)
                 lines.append(f"| {method} | {knob} | {p['error_cm']:.1f} | {p['gflops']:.3f} | "
                              f"{p['latency_ms']:.2f} | {cmp_cell} | {vs} |")
             label = METHOD_LABELS[method]
@@ -282,8 +282,8 @@ def baseline_lines(res: dict) -> list[str]:
             if cheaper:
                 text += f", {cheaper} cheaper than every ADMN budget (not compared)"
             if best is not None:
-                text += (f"; largest win at {best[1]}: {best[2]:.1f} vs {best[3]:.1f} cm "
-                         f"(ADMN L={best[4]})")
+                text += (f"; largest win at {best[1]}: {best[0]:+.1f} cm against ADMN at "
+                         f"L={best[2]} (paired)")
             verdicts.append(text + ".")
         lines += ["", *verdicts, ""]
     return lines

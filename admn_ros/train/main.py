@@ -181,6 +181,14 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> 
     return jobs
 
 
+def job_settings(st: StageConfig) -> dict:
+    """A job's stage settings as its training state records them (other budgets' overrides
+    left out: they do not change this job)."""
+    settings = to_dict(st)
+    settings.pop("per_budget", None)
+    return settings
+
+
 def head_only_epochs(st: StageConfig, task_name: str) -> int:
     """Controller warm-up epochs (noise / AE head only): own step cap, base lr, no schedule."""
     return st.warmup_noise_epochs if task_name.startswith("controller") else 0
@@ -278,9 +286,17 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
         diff = config_diff(load_model_config(state["model_config"]), export_cfg)
         if diff:
             raise ValueError(f"checkpoint {ckpt_path}: model config mismatch in {diff}")
-        if state.get("baseline_config", to_dict(export.cfg)) != to_dict(export.cfg):
-            raise ValueError(f"checkpoint {ckpt_path}: baseline config differs from "
-                             f"{state['baseline_config']}")
+        if "baseline_config" in state:  # older states lack newer fields: compare as loaded
+            from admn_ros.core.baselines import load_baseline_config
+
+            if load_baseline_config(state["baseline_config"]) != export.cfg:
+                raise ValueError(f"checkpoint {ckpt_path}: baseline config differs from "
+                                 f"{state['baseline_config']}")
+        diff = config_diff(state.get("stage_config", job_settings(st)), job_settings(st))
+        if diff:
+            raise ValueError(f"checkpoint {ckpt_path}: trained with other stage settings "
+                             f"({', '.join(diff)}) than the recipe's; delete {run_dir} to "
+                             f"train it with the recipe's")
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -322,6 +338,7 @@ def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Spli
             writer.write(row)
             atomic_save({"format": "admn_ros/train-state/1", "job": job.name,
                          "model_config": to_dict(export_cfg), "recipe": as_dict(cfg),
+                         "stage_config": job_settings(st),
                          **({"baseline_config": to_dict(export.cfg)}
                             if export_cfg is not export.cfg else {}),
                          "module": module.state_dict(), "optimizer": optimizer.state_dict(),

@@ -248,8 +248,11 @@ def objective_text(st: StageConfig) -> str:
     """What a controller stage optimises, in the model card's words."""
     if st.objective == "task":
         return "task loss through Gumbel top-L straight-through masks"
-    return (f"{st.objective} ({st.max_candidates} {st.candidate_family} candidates per step, "
-            f"softmin at {st.candidate_temperature_cm:g} cm)")
+    scored = f"{st.max_candidates} {st.candidate_family} candidates per step"
+    if st.objective == "values":
+        return (f"values ({scored}, slot logits fitted as an additive model of their errors, "
+                f"scale {st.candidate_temperature_cm:g} cm)")
+    return f"candidates ({scored}, softmin at {st.candidate_temperature_cm:g} cm)"
 
 
 def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
@@ -314,7 +317,7 @@ def write_card(cfg: TrainConfig, train_seconds: int | None = None) -> Path:
         f"AdamW {cfg.controller.lr:g}, objective {objective_text(cfg.controller)}"
         + "".join(f"; L={b}: {objective_text(cfg.controller.for_budget(b))}, at most "
                   f"{cfg.controller.for_budget(b).max_steps_per_epoch} steps/epoch"
-                  for b in sorted(cfg.controller.per_budget))
+                  for b in sorted(cfg.controller.per_budget or {}))
         + f"; noise-sigma L1 supervision, noise prior {model_cfg.controller.noise_prior:g} "
         "(docs/ARCHITECTURE.md). ADMN-AE: unsupervised (autoencoder head, no corruption labels)"
         + (f", universal {cfg.controller_ae.universal_range}." if cfg.controller_ae.universal

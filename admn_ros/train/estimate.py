@@ -88,15 +88,15 @@ def controller_estimate(stage: str, st: StageConfig, model_cfg: ModelConfig, cfg
     seconds = head_seconds = 0.0
     for b in budgets:
         stb = st.for_budget(b)
-        ctrl = Controller(controller_config(model_cfg, b, unsupervised))
-        task = ControllerTask(ADMN(model_cfg), ctrl, stb, cfg.noise, b, unsupervised)
-        head = head_only_epochs(stb, task.name)
+        head = head_only_epochs(stb, stage)  # a controller task is named after its stage
         key = (stb.objective, b if stb.objective != "task" else isinstance(b, tuple))
         if key not in timed:
+            ctrl = Controller(controller_config(model_cfg, b, unsupervised))
+            task = ControllerTask(ADMN(model_cfg), ctrl, stb, cfg.noise, b, unsupervised)
             main_epoch = min(stb.epochs - 1, head)
             timed[key] = (time_steps(task, stb, model_cfg, main_epoch, warm_steps),
                           time_steps(task, stb, model_cfg, 0, warm_steps) if head else 0.0)
-        plan = epoch_plan(stb, n_train, task.name)
+        plan = epoch_plan(stb, n_train, stage)
         steps += sum(plan[head:])
         head_steps += sum(plan[:head])
         seconds += sum(plan[head:]) * timed[key][0]

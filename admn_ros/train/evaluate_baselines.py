@@ -36,6 +36,8 @@ from admn_ros.core.cost import CostModel
 from admn_ros.core.model import downsample
 from admn_ros.core.noise import corrupt
 from admn_ros.core.policies import make_policy
+from admn_ros.train.bootstrap import paired_block_bootstrap
+from admn_ros.train.bootstrap import verdict as paired_verdict
 from admn_ros.train.config import BASELINE_STAGES, KNOBS, BaselineEval, TrainConfig
 from admn_ros.train.figures import panel_row, save_figure
 from admn_ros.train.runner import eval_order, noise_generator
@@ -204,8 +206,6 @@ def attach_intervals(res: dict, admn_errors: dict[str, dict[int, Tensor]], ev) -
     """Each point gets `vs_admn`: its error minus ADMN's at the matched budget on the same frames
     and corruptions (first seed), with a paired block-bootstrap 95 % interval; the per-frame
     errors are dropped from the result."""
-    from admn_ros.train.bootstrap import paired_block_bootstrap
-
     for kind, methods in (res.get("baselines") or {}).items():
         ref = admn_reference(res["tables"].get(kind, {}), res["budgets"])
         for points in methods.values():
@@ -229,7 +229,7 @@ def point_verdict(p: dict, admn_cm: float) -> tuple[str, float, str]:
         verdict = "wins" if gap < 0 else "loses" if gap > 0 else "level"
         return verdict, gap, f"{verdict} by {abs(gap):.1f} cm"
     gap = ci["diff_cm"]
-    verdict = "wins" if ci["hi"] < 0 else "loses" if ci["lo"] > 0 else "level"
+    verdict = {"better": "wins", "worse": "loses"}.get(paired_verdict(ci), "level")
     return verdict, gap, f"{verdict}: {gap:+.1f} cm [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
 
 

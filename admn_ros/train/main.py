@@ -170,12 +170,14 @@ def plan(cfg: TrainConfig, stage: str, model_cfg: ModelConfig, train: Split) -> 
         else:
             name = f"{prefix}_L{b}"
 
-        def build(b: int | tuple[int, int] = b) -> object:
+        stb = st.for_budget(b)
+
+        def build(b: int | tuple[int, int] = b, stb: StageConfig = stb) -> object:
             model = load_admn(admn_path, model_cfg)
             ctrl = Controller(controller_config(model_cfg, b, unsupervised))
-            return ControllerTask(model, ctrl, st.for_budget(b), cfg.noise, b, unsupervised)
+            return ControllerTask(model, ctrl, stb, cfg.noise, b, unsupervised)
 
-        jobs.append(Job(name, out / f"{name}.pt", build, st.for_budget(b)))
+        jobs.append(Job(name, out / f"{name}.pt", build, stb))
     if not jobs:
         raise ValueError(f"{stage}: expected budgets or universal: true, got neither")
     return jobs
@@ -245,12 +247,13 @@ def validate_task(task, val: Split, st: StageConfig, cfg: TrainConfig,
 # --------------------------------------------------------------------------------------------
 # one job: build, resume, loop over epochs, checkpoint, export
 # --------------------------------------------------------------------------------------------
-def run_job(job: Job, cfg: TrainConfig, st: StageConfig, train: Split, val: Split,
-            device: torch.device, resume: bool, stop_after_epochs: int | None,
+def run_job(job: Job, cfg: TrainConfig, train: Split, val: Split, device: torch.device,
+            resume: bool, stop_after_epochs: int | None,
             time_budget_min: float | None = None) -> Path | None:
     """Train one job for exactly the recipe's steps (epochs x steps per epoch); with
     `time_budget_min` (the explicit `--time-budget` option) it may stop earlier, and then says so
     in the log, its metrics and its checkpoint's meta (`stopped at step N of M`)."""
+    st = job.st
     run_dir = cfg.path(cfg.out_dir) / job.name
     ckpt_path = run_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed + D.rank())
@@ -431,8 +434,7 @@ def run_stage(cfg: TrainConfig, stage: str, resume: bool = False,
     for job in plan(cfg, stage, model_cfg, train):
         if jobs and job.name not in jobs:
             continue
-        out = run_job(job, cfg, job.st, train, val, device, resume, stop_after_epochs,
-                      time_budget_min)
+        out = run_job(job, cfg, train, val, device, resume, stop_after_epochs, time_budget_min)
         if out is not None:
             outputs.append(out)
     return outputs

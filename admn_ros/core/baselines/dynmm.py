@@ -76,6 +76,13 @@ class DynMM(BaselineModule):
         self.experts = [sorted(e, key=mods.index) for e in experts]
         self.register_buffer("expert_masks", torch.tensor(
             [[m in e for m in mods] for e in self.experts], dtype=torch.bool), persistent=False)
+        # blocks each expert runs [E, M, D]: all of its modalities', and the others' forced
+        # blocks with `absent: forced`
+        blocks = self.expert_masks[:, :, None].expand(-1, -1, model_cfg.depth).clone()
+        if self.cfg.absent == "forced":
+            for i, k in enumerate(model_cfg.min_blocks_list):
+                blocks[:, i, :k] = True
+        self.register_buffer("expert_blocks", blocks, persistent=False)
         self.num_fusion_gates = model_cfg.fusion.depth if self.cfg.fusion_gating else 0
         # --- shared multimodal network (backbones, fusion, head) ---
         self.model = ADMN(model_cfg)
@@ -163,19 +170,9 @@ class DynMM(BaselineModule):
         cost = (g @ (self.expert_flops / self.full_flops).to(g)
                 + keep.sum(1) * (self.fusion_block_flops / self.full_flops)
                 + self.fixed_flops / self.full_flops)
-        mask = self.expert_blocks()[expert]  # [B, M, D]
+        mask = self.expert_blocks[expert]  # [B, M, D]
         return DynMMOutput(pred, mask, keep_bool, self.flops_of(expert, keep_bool), expert, cost,
                            preds, lam)
-
-    def expert_blocks(self) -> Tensor:
-        """Blocks each expert runs [E, M, D]: all of its modalities', plus the others' forced
-        blocks with `absent: forced`."""
-        cfg = self.model_cfg
-        blocks = self.expert_masks[:, :, None].expand(-1, -1, cfg.depth).clone()
-        if self.cfg.absent == "forced":
-            for i, k in enumerate(cfg.min_blocks_list):
-                blocks[:, i, :k] = True
-        return blocks
 
     def _features(self, inputs: dict[str, Tensor], modality: str, on: bool = True) -> Tensor:
         """Backbone features [B, S, E]: every block (`on`), else what the modality contributes
